@@ -1,0 +1,39 @@
+# vhp-lightning developer commands. Every target installs into .venv first if needed.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.install-stamp
+PYTEST  := $(BIN)/python -m pytest
+
+.PHONY: install train test test-all lint format bench sweep clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## VHP + REWO on the built-in pendulum data (outputs/<date>/<time>/).
+train: $(STAMP)
+	$(BIN)/python -m vhp_lightning.train $(ARGS)
+
+## The fast suite (what CI runs). Exit code 5 (no tests collected) fails.
+test: $(STAMP)
+	$(PYTEST) -m "not slow" -q $(ARGS)
+
+## Everything, slow tests included.
+test-all: $(STAMP)
+	$(PYTEST) -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf outputs multirun .pytest_cache

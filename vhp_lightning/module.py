@@ -1,0 +1,140 @@
+"""``VHPModule``: the only file that knows the Trainer. Manual optimisation with two optimisers.
+
+One training step (Alg. 1; ``STYLE.md``): the model returns its loss parts and the constraint
+C_ba -> loss = nll + beta * kl -> ``manual_backward`` -> step the theta/phi optimiser, and the
+Theta/Phi optimiser only while ``train_prior`` is on -> return C_ba. A beta-scheme callback
+(``callbacks/``) reads C_ba and sets ``beta`` and ``train_prior`` for the next step; this module
+never imports a callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; raised before the bad gradient reaches any parameter."""
+
+
+class VHPModule(pl.LightningModule):
+    """Trains any model of ``vhp_lightning.models`` with a beta-weighted objective.
+
+    Args:
+        model: the generative model (``loss``, ``vae_parameters``, ``prior_parameters``).
+        optimizer: factory (a Hydra ``_partial_``) for the theta/phi optimiser.
+        prior_optimizer: factory for the Theta/Phi optimiser; defaults to ``optimizer``.
+        beta: initial weight of the KL term (a scheme callback overrides it).
+        train_prior: initial phase flag (a scheme callback overrides it).
+        config: the resolved run config, stored in checkpoints for reloading (optional).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        prior_optimizer: OptimizerFactory | None = None,
+        beta: float = 1.0,
+        train_prior: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.prior_optimizer_factory = prior_optimizer or optimizer
+        self.beta = float(beta)
+        self.train_prior = bool(train_prior)
+        self.config = config
+        self._has_prior = any(True for _ in model.prior_parameters())
+
+    # --- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        opts = [self.optimizer_factory(list(self.model.vae_parameters()))]
+        if self._has_prior:
+            opts.append(self.prior_optimizer_factory(list(self.model.prior_parameters())))
+        return opts
+
+    def _optimizers(self) -> list[Any]:
+        opts = self.optimizers()
+        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = _inputs(batch)
+        parts = self.model.loss(x)
+        loss = parts["nll"] + self.beta * parts["kl"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss {loss.item()} at global step {self.global_step} "
+                f"(nll={parts['nll'].item():.4g}, kl={parts['kl'].item():.4g}, "
+                f"beta={self.beta:.3g})."
+                " Training stopped before the bad update; the last checkpoint on disk is the last "
+                "good state. Lower optim.optimizer.lr or check the data."
+            )
+        opts = self._optimizers()
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opts[0].step()
+        if self.train_prior and len(opts) > 1:
+            opts[1].step()
+        self._log_parts("train", parts, loss, prog_bar=True)
+        return {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_step(self, stage: str, batch: Any) -> None:
+        parts = self.model.loss(_inputs(batch))
+        self._log_parts(stage, parts, parts["nll"] + parts["kl"], prog_bar=stage == "val")
+
+    def _log_parts(
+        self, stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor, prog_bar: bool
+    ) -> None:
+        on_step = stage == "train"
+        # train/loss is nll + beta * kl; val/loss and test/loss are the beta = 1 bound -ELBO.
+        self.log(
+            f"{stage}/loss",
+            loss.detach(),
+            prog_bar=prog_bar,
+            on_step=on_step,
+            on_epoch=not on_step,
+            sync_dist=not on_step,
+        )
+        scalars = {f"{stage}/{k}": v.detach() for k, v in parts.items() if v.dim() == 0}
+        scalars[f"{stage}/rmse"] = scalars.pop(f"{stage}/constraint").clamp(min=0).sqrt()
+        self.log_dict(scalars, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vhp_config"] = self.config
+        checkpoint["vhp_beta"] = {"beta": self.beta, "train_prior": self.train_prior}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("vhp_beta")
+        if state:
+            self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])
+
+
+def _inputs(batch: Any) -> torch.Tensor:
+    """The data tensor of a batch: ``x`` or the first element of ``(x, label, ...)``."""
+    x = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(
+            f"expected a float tensor batch (or (x, label) tuples), got {type(x).__name__}"
+            + (f" of dtype {x.dtype}" if torch.is_tensor(x) else "")
+        )
+    return x
+
+
+__all__ = ["NonFiniteLossError", "VHPModule"]
