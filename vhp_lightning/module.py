@@ -1,7 +1,7 @@
 """``VHPModule``: the only file that knows the Trainer. Manual optimisation with two optimisers.
 
-One training step (Alg. 1; ``STYLE.md``): the model returns its loss parts and the constraint
-C_ba -> loss = nll + beta * kl -> ``manual_backward`` -> step the theta/phi optimiser, and the
+One training step (Alg. 1; ``STYLE.md``): the model returns its loss at the current beta
+(nll + beta * kl for the VHP), its parts and the constraint C_ba -> ``manual_backward`` -> step the theta/phi optimiser, and the
 Theta/Phi optimiser only while ``train_prior`` is on -> return C_ba. A beta-scheme callback
 (``callbacks/``) reads C_ba and sets ``beta`` and ``train_prior`` for the next step; this module
 never imports a callback.
@@ -67,8 +67,8 @@ class VHPModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = _inputs(batch)
-        parts = self.model.loss(x)
-        loss = parts["nll"] + self.beta * parts["kl"]
+        parts = self.model.loss(x, beta=self.beta)
+        loss = parts.pop("loss")
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss {loss.item()} at global step {self.global_step} "
@@ -95,8 +95,8 @@ class VHPModule(pl.LightningModule):
         self._eval_step("test", batch)
 
     def _eval_step(self, stage: str, batch: Any) -> None:
-        parts = self.model.loss(_inputs(batch))
-        self._log_parts(stage, parts, parts["nll"] + parts["kl"], prog_bar=stage == "val")
+        parts = self.model.loss(_inputs(batch), beta=1.0)
+        self._log_parts(stage, parts, parts.pop("loss"), prog_bar=stage == "val")
 
     def _log_parts(
         self, stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor, prog_bar: bool

@@ -107,11 +107,12 @@ class VHP(nn.Module):
         )
         return iw_log_marginal(log_w)
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """Batch means of the terms of L_VHP (eq. 9), divided by lambda (READING-NOTES 2).
 
-        ``x: (B, *data_shape)``. Returns ``nll`` = E_q[-log p_theta(x|z)], ``kl`` = F (eq. 8),
-        ``constraint`` = C_ba (mean squared error per pixel), ``log_q_z``, ``log_p_z`` (the bound).
+        ``x: (B, *data_shape)``. Returns ``loss`` = nll + beta * kl, ``nll`` =
+        E_q[-log p_theta(x|z)], ``kl`` = F (eq. 8), ``constraint`` = C_ba (mean squared error
+        per pixel), ``log_q_z`` and ``log_p_z`` (the bound on log p_Theta(z)).
         """
         mean, logvar = self.encode(x)
         z = reparameterize(mean, logvar)
@@ -122,9 +123,11 @@ class VHP(nn.Module):
         log_p_z = self.log_prior(z)
         with torch.no_grad():
             constraint = squared_error_per_pixel(x_flat, self.likelihood.mean(out)).mean()
+        nll, kl = -log_px.mean(), vhp_kl_bound(log_q_z, log_p_z).mean()
         return {
-            "nll": -log_px.mean(),
-            "kl": vhp_kl_bound(log_q_z, log_p_z).mean(),
+            "loss": nll + beta * kl,
+            "nll": nll,
+            "kl": kl,
             "constraint": constraint,
             "log_q_z": log_q_z.detach().mean(),
             "log_p_z": log_p_z.detach().mean(),
