@@ -83,7 +83,10 @@ class VHPModule(pl.LightningModule):
         self.manual_backward(loss)
         opts[0].step()
         if self.train_prior and len(opts) > 1:
-            opts[1].step()
+            # Through the strategy (precision plugins still apply) rather than the
+            # LightningOptimizer wrapper, so that `global_step` and `max_steps` count training
+            # iterations of Alg. 1, not optimizer calls (Lightning counts each wrapped step).
+            self.trainer.strategy.optimizer_step(opts[1].optimizer, closure=_no_closure)
         self._log_parts("train", parts, loss, prog_bar=True)
         return {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
 
@@ -124,6 +127,10 @@ class VHPModule(pl.LightningModule):
         state = checkpoint.get("vhp_beta")
         if state:
             self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])
+
+
+def _no_closure() -> None:
+    """Manual optimisation: the backward pass already ran before the step."""
 
 
 def _inputs(batch: Any) -> torch.Tensor:

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ from vhp_lightning.config import instantiate_group, validate
 from vhp_lightning.module import VHPModule
 
 log = logging.getLogger(__name__)
+
+# Lightning-internal notices that say nothing actionable to our users.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization.*")
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -53,10 +59,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
         )
         metrics = _floats(trainer.callback_metrics)
-        if cfg.get("test") and not trainer.fast_dev_run:
-            metrics.update(_floats(trainer.callback_metrics))
-            for row in trainer.test(module, datamodule=datamodule, verbose=False):
-                metrics.update(_floats(row))
+        if not trainer.fast_dev_run and not trainer.interrupted:
+            if "val/loss" not in metrics:  # the last step was not a validation step
+                for row in trainer.validate(module, datamodule=datamodule, verbose=False):
+                    metrics.update(_floats(row))
+            if cfg.get("test"):
+                for row in trainer.test(module, datamodule=datamodule, verbose=False):
+                    metrics.update(_floats(row))
     finally:
         _finish_wandb(loggers)
     _report(trainer, scheme, metrics)

@@ -9,6 +9,9 @@
 * ``encode``, ``decode``, ``sample``.
 """
 
+from vhp_lightning.models.iwae import IWAE, IWAE2
+from vhp_lightning.models.vae import VAE
+from vhp_lightning.models.vampprior import VampPrior
 from vhp_lightning.models.vhp import VHP
 
-__all__ = ["VHP"]
+__all__ = ["VHP", "VAE", "IWAE", "IWAE2", "VampPrior"]

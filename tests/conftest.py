@@ -1,0 +1,59 @@
+"""Shared fixtures: compose the real configs (as `python -m vhp_lightning.train` would) into tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import vhp_lightning.config  # noqa: F401  (registers the resolvers)
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# A pendulum setting small enough for unit tests: small nets, few images, a few steps.
+TINY = [
+    "dataset.n_samples=600",
+    "dataset.n_val=100",
+    "dataset.n_test=100",
+    "dataset.batch_size=50",
+    "dataset.eval_batch_size=100",
+    "model.encoder.hidden=[32,32]",
+    "model.decoder.hidden=[32,32]",
+    "model.prior_encoder.hidden=[32,32]",
+    "model.prior_decoder.hidden=[32,32]",
+    "paper.n_importance=4",
+    "trainer.max_steps=20",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks=none",
+    "logger=csv",
+]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """``compose_cfg(*overrides)`` -> the composed train config, run dir = tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="vhp_lightning.conf", version_base="1.3"):
+
+        def _compose(*overrides: str, tiny: bool = True, run_dir: Path | None = None) -> DictConfig:
+            ovr = [*(TINY if tiny else []), *overrides]
+            cfg = compose("train", overrides=ovr, return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = str(run_dir or tmp_path)
+                cfg.hydra.job.num = 0
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return cfg
+
+        yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,97 @@
+"""The pendulum latent-angle metrics (sec. 4.1, App. B.3, READING-NOTES 8) on known latents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vhp_lightning.pendulum_metrics import (
+    fit_circle,
+    knn_angle_error,
+    latent_angle_report,
+    polar_ols_error,
+    wrap_angle,
+)
+
+N = 2000
+
+
+@pytest.fixture
+def angles() -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 2 * np.pi, N)
+
+
+def ring(angles: np.ndarray, orientation: int, offset: float, noise: float = 0.01) -> np.ndarray:
+    """Latents on a circle (centre (3, -1), radius 2.5) at polar angle orientation*angle+offset."""
+    phi = orientation * angles + offset
+    rng = np.random.default_rng(1)
+    points = np.column_stack([3 + 2.5 * np.cos(phi), -1 + 2.5 * np.sin(phi)])
+    return points + noise * rng.standard_normal(points.shape)
+
+
+@pytest.mark.parametrize(("orientation", "offset"), [(1, 0.0), (1, 2.0), (-1, 1.3), (-1, -3.0)])
+def test_noisy_ring_gives_near_zero_errors(angles, orientation, offset):
+    latents = ring(angles, orientation, offset)
+    result = polar_ols_error(latents, angles)
+    assert result["error"] < 0.05
+    assert result["error_unit_slope"] < 0.05
+    assert result["orientation"] == orientation
+    assert result["slope"] == pytest.approx(orientation, abs=0.02)
+    # theta = s * (phi - offset), so the fitted intercept is -s * offset (mod 2 pi).
+    assert abs(wrap_angle(result["offset"] + orientation * offset)) < 0.02
+    np.testing.assert_allclose(result["centre"], [3.0, -1.0], atol=0.02)
+    assert result["radius"] == pytest.approx(2.5, abs=0.02)
+    assert knn_angle_error(latents, angles) < 0.05
+
+
+def test_circle_fit_centre_is_unbiased_by_uneven_coverage():
+    # Three quarters of the points crowd one arc: the mean moves, the circle fit does not.
+    rng = np.random.default_rng(0)
+    phi = np.concatenate([rng.uniform(0, 0.5, 1500), rng.uniform(0, 2 * np.pi, 500)])
+    points = np.column_stack([1 + 2 * np.cos(phi), 2 * np.sin(phi)])
+    centre, radius = fit_circle(points)
+    np.testing.assert_allclose(centre, [1.0, 0.0], atol=1e-9)
+    assert radius == pytest.approx(2.0)
+    assert np.linalg.norm(points.mean(axis=0) - [1.0, 0.0]) > 0.5
+
+
+def test_random_latents_give_large_errors(angles):
+    latents = np.random.default_rng(2).standard_normal((N, 2))
+    assert polar_ols_error(latents, angles)["error"] > 1.0
+    assert knn_angle_error(latents, angles) > 1.0
+
+
+def test_knn_error_is_small_on_a_non_circular_loop(angles):
+    # A simple closed loop folded over its centre: the angle is in the latent, but its polar
+    # angle around the fitted centre is not linear in the joint angle.
+    latents = np.column_stack([np.cos(angles), 0.3 * np.sin(angles) + 0.8 * np.cos(angles) ** 2])
+    latents += 0.005 * np.random.default_rng(3).standard_normal(latents.shape)
+    polar = polar_ols_error(latents, angles)["error"]
+    knn = knn_angle_error(latents, angles)
+    assert knn < 0.05
+    assert polar > 5 * knn  # the ring reading misses it
+    report = latent_angle_report(latents, angles)
+    assert report["knn_angle_error"] == pytest.approx(knn)
+    assert report["polar_ols_error"] == pytest.approx(polar)
+    assert set(report) == {"polar_ols_error", "knn_angle_error", "polar_slope"}
+
+
+def test_errors_never_exceed_pi():
+    rng = np.random.default_rng(4)
+    wrapped = wrap_angle(rng.uniform(-50, 50, 10_000))
+    assert wrapped.min() > -np.pi and wrapped.max() <= np.pi
+    assert wrap_angle(np.pi) == pytest.approx(np.pi) and wrap_angle(-np.pi) == pytest.approx(np.pi)
+    for seed in range(3):
+        latents = rng.standard_normal((300, 2))
+        angles = rng.uniform(-10, 10, 300)
+        assert 0 <= polar_ols_error(latents, angles)["error"] <= np.pi
+        assert 0 <= knn_angle_error(latents, angles, k=3, folds=3, random_state=seed) <= np.pi
+
+
+def test_metrics_reject_bad_shapes(angles):
+    with pytest.raises(ValueError, match=r"needs 2-d latents"):
+        polar_ols_error(np.zeros((N, 3)), angles)
+    with pytest.raises(ValueError, match=r"angles must be \(N,\)"):
+        knn_angle_error(np.zeros((N, 2)), angles[:10])
+    with pytest.raises(ValueError, match="k=50"):
+        knn_angle_error(np.zeros((20, 2)), angles[:20], k=50)

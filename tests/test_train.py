@@ -1,0 +1,176 @@
+"""End to end through the real configs: train, resume, loggers, sweeps and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, InstantiationException
+
+from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_run_writes_checkpoint_and_csv(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(
+        "callbacks=default",
+        "~callbacks.progress_bar",
+        "callbacks.model_checkpoint.every_n_epochs=1",
+    )
+    metrics = train(cfg)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert "test/loss" in metrics and "val/loss" in metrics
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("rewo/beta", "rewo/c_hat", "rewo/kappa_sq", "rewo/train_prior", "train/loss"):
+        assert column in header
+
+
+def test_checkpoint_loads_weights_only_and_carries_scheme_state(compose_cfg, tmp_path) -> None:
+    train(compose_cfg("callbacks=default", "~callbacks.progress_bar"))
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")  # weights_only=True inside
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("REWO")]
+    assert set(state) >= {"beta", "c_hat", "train_prior", "step"}
+    assert state["step"] == 20
+    assert ckpt["vhp_config"]["optim"]["scheme"]["kappa"] == 0.02
+
+
+def _run_to(compose_cfg, run_dir: Path, steps: int, *extra: str) -> dict:
+    cfg = compose_cfg(
+        "callbacks=default",
+        "~callbacks.progress_bar",
+        "callbacks.model_checkpoint.every_n_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
+        "test=false",
+        f"trainer.max_steps={steps}",
+        "optim.kappa=0.3",  # reachable within a few steps: the run crosses the phase switch
+        *extra,
+        run_dir=run_dir,
+    )
+    train(cfg)
+    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_resume_equals_uninterrupted_run_bitwise(compose_cfg, tmp_path: Path) -> None:
+    """N steps, stop, resume from last.ckpt to 2N == 2N steps straight (N = 2 epochs of 8)."""
+    n = 16
+    full = _run_to(compose_cfg, tmp_path / "full", 2 * n)
+    _run_to(compose_cfg, tmp_path / "half", n)
+    resumed = _run_to(
+        compose_cfg,
+        tmp_path / "resumed",
+        2 * n,
+        f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}",
+    )
+    assert resumed["global_step"] == full["global_step"] == 2 * n
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    for opt_full, opt_res in zip(
+        full["optimizer_states"], resumed["optimizer_states"], strict=True
+    ):
+        for pid, st in opt_full["state"].items():
+            for name, tensor in st.items():
+                assert torch.equal(tensor, opt_res["state"][pid][name]), (pid, name)
+    scheme = [k for k in full["callbacks"] if k.startswith("REWO")][0]
+    assert full["callbacks"][scheme] == resumed["callbacks"][scheme]
+    assert full["callbacks"][scheme]["train_prior"]  # the phase switch happened in both
+
+
+def test_wandb_offline_runs_without_prompt_and_finishes(compose_cfg, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train(compose_cfg("logger=wandb", "trainer.max_steps=3"))
+    assert wandb.run is None  # wandb.finish() ran, so the next multirun job gets its own run
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        (["optim=rewoo"], ConfigCompositionException, "Available options in 'optim'"),
+        (["dataset=mnsit"], ConfigCompositionException, "Available options in 'dataset'"),
+        (["optim.kappa=abc"], InstantiationException, "optim.kappa must be a number, got 'abc'"),
+        (["optim.kappa=0"], InstantiationException, "optim.kappa must satisfy 0.0 < kappa"),
+        (["optim.kappa=-0.1"], InstantiationException, "optim.kappa must satisfy"),
+        (["ckpt_path=/nonexistent/last.ckpt"], CheckpointError, "checkpoint not found"),
+        (["model.prior_bound=iww"], InstantiationException, "Choose one of: iw, elbo"),
+        (["dataset.data_shape=[1,16,15]"], InstantiationException, "data_shape must be"),
+    ],
+)
+def test_bad_input_fails_early_with_a_clear_message(compose_cfg, overrides, error, match) -> None:
+    with pytest.raises(error, match=match):
+        train(compose_cfg(*overrides))
+
+
+def test_corrupt_checkpoint_is_refused(compose_cfg, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        train(compose_cfg(f"ckpt_path={bad}"))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="could run code"):
+        load_checkpoint(path)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "vhp_lightning.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+TINY_CLI = [
+    "dataset.n_samples=300",
+    "dataset.n_val=50",
+    "dataset.n_test=50",
+    "dataset.batch_size=50",
+    "model.encoder.hidden=[16]",
+    "model.decoder.hidden=[16]",
+    "model.prior_encoder.hidden=[16]",
+    "model.prior_decoder.hidden=[16]",
+    "trainer.max_steps=4",
+    "trainer.enable_progress_bar=false",
+    "callbacks=none",
+]
+
+
+def test_multirun_two_jobs_each_with_own_logs(tmp_path: Path) -> None:
+    proc = _cli(
+        "-m",
+        "optim.kappa=0.02,0.05",
+        "logger=many",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY_CLI,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (tmp_path / job / "csv" / "metrics.csv").is_file()
+        assert list((tmp_path / job / "tensorboard").glob("events.*"))
+    assert "optim.kappa=0.05" in (tmp_path / "1" / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_cli_unknown_option_lists_valid_ones(tmp_path: Path) -> None:
+    proc = _cli("optim=rewoo", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Could not find 'optim/rewoo'" in proc.stderr and "rewo" in proc.stderr

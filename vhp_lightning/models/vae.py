@@ -1,0 +1,138 @@
+"""The standard VAE (eq. 2): one stochastic layer x <- z with the prior p(z) = N(0, I).
+
+``VAE`` also holds what every one-layer model shares (``IWAE`` and ``VampPrior`` subclass it):
+the encoder/decoder plumbing, ``log_weights`` and the importance-sampled ``log_likelihood``, which
+only ask the subclass for ``log_prior(z)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from vhp_lightning.bounds import (
+    gaussian_kl_std_normal,
+    gaussian_log_prob,
+    iw_log_marginal,
+    reparameterize,
+    squared_error_per_pixel,
+    std_normal_log_prob,
+)
+
+
+class VAE(nn.Module):
+    """x <- z, p(z) = N(0, I), amortised diagonal-Gaussian q_phi(z|x).
+
+    Args:
+        encoder: q_phi(z|x), maps ``x: (B, *data_shape)`` to ``(mean, logvar): (B, latent_dim)``.
+        decoder: maps ``z: (B, latent_dim)`` to the likelihood's parameters ``(B, D)`` or
+            ``(B, *data_shape)``.
+        likelihood: p_theta(x|z) head (``nets.likelihoods``).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+
+    # --- parameter groups ---------------------------------------------------------------------
+    def vae_parameters(self) -> Iterator[nn.Parameter]:
+        """theta, phi: decoder, likelihood and encoder."""
+        for m in (self.encoder, self.decoder, self.likelihood):
+            yield from m.parameters()
+
+    def prior_parameters(self) -> Iterator[nn.Parameter]:
+        """None: the prior N(0, I) has no parameters."""
+        yield from ()
+
+    # --- the pieces ---------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        """Dimension of z, read from ``encoder.out_dim``."""
+        dim = getattr(self.encoder, "out_dim", None)
+        if dim is None:
+            raise AttributeError("encoder must expose `out_dim` (the dimension of z)")
+        return int(dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q_phi(z|x): ``x: (B, *data_shape)`` -> ``(mean, logvar)``, each ``(B, latent_dim)``."""
+        return self.encoder(x)
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters for ``z: (B, latent_dim)``, flattened to ``(B, D)``."""
+        return self.decoder(z).flatten(start_dim=1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z], ``z: (B, latent_dim)`` -> ``(B, D)`` (flattened data)."""
+        return self.likelihood.mean(self.decoder_output(z))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) = log N(z; 0, I), ``z: (N, latent_dim)`` -> ``(N,)``."""
+        return std_normal_log_prob(z)
+
+    def kl_term(self, z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q_phi(z|x) || p(z)) in closed form, ``(B,)`` (``z``, one sample, is not needed)."""
+        return gaussian_kl_std_normal(mean, logvar)
+
+    def log_weights(
+        self, x_flat: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, n: int
+    ) -> dict[str, torch.Tensor]:
+        """The parts of n importance weights p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q_phi(z|x).
+
+        ``x_flat: (B, D)``, ``mean, logvar: (B, latent_dim)`` -> ``log_px``, ``log_pz``,
+        ``log_qz``, each ``(n, B)``, and the decoder output ``out: (n, B, D)``.
+        """
+        z = reparameterize(mean, logvar, n)  # (n, B, Dz)
+        z_flat = z.flatten(0, 1)
+        out = self.decoder_output(z_flat).view(n, *x_flat.shape)
+        return {
+            "log_px": self.likelihood.log_prob(x_flat, out),
+            "log_pz": self.log_prior(z_flat).view(n, -1),
+            "log_qz": gaussian_log_prob(z, mean, logvar),
+            "out": out,
+        }
+
+    def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        """Batch means of the beta-weighted negative ELBO (eq. 2), one sample z ~ q_phi(z|x).
+
+        ``x: (B, *data_shape)``. Returns ``loss`` = nll + beta * kl, ``nll`` =
+        E_q[-log p_theta(x|z)], ``kl`` = KL(q_phi(z|x) || p(z)) (``kl_term``) and ``constraint``
+        = C_ba (mean squared error per pixel, no gradient).
+        """
+        mean, logvar = self.encode(x)
+        z = reparameterize(mean, logvar)
+        out = self.decoder_output(z)
+        x_flat = x.flatten(start_dim=1)
+        nll = -self.likelihood.log_prob(x_flat, out).mean()
+        kl = self.kl_term(z, mean, logvar).mean()
+        with torch.no_grad():
+            constraint = squared_error_per_pixel(x_flat, self.likelihood.mean(out)).mean()
+        return {"loss": nll + beta * kl, "nll": nll, "kl": kl, "constraint": constraint}
+
+    # --- generation and evaluation ------------------------------------------------------------
+    def sample_prior(self, n: int) -> torch.Tensor:
+        """z ~ N(0, I): ``(n, latent_dim)``."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, device=device)
+
+    def sample(self, n: int) -> torch.Tensor:
+        """E[x|z] for n prior samples z: ``(n, D)``."""
+        return self.decode(self.sample_prior(n))
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
+    ) -> torch.Tensor:
+        """Importance-sampled log p(x) (sec. 4.3), ``x: (B, ...)`` -> ``(B,)``.
+
+        log (1/S) sum_s p(x|z_s) p(z_s) / q_phi(z_s|x), z_s ~ q_phi(z|x), in log space; the
+        decoder sees ``chunk_size * B`` samples at a time, so memory stays bounded.
+        """
+        x_flat = x.flatten(start_dim=1)
+        mean, logvar = self.encode(x)
+        chunks = []
+        for start in range(0, n_samples, chunk_size):
+            w = self.log_weights(x_flat, mean, logvar, min(chunk_size, n_samples - start))
+            chunks.append(w["log_px"] + w["log_pz"] - w["log_qz"])
+        return iw_log_marginal(torch.cat(chunks))

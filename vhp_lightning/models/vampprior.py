@@ -1,0 +1,100 @@
+"""The VampPrior (Tomczak & Welling, 2018), the mixture-prior baseline of sec. 4.2-4.3.
+
+p_lambda(z) = (1/M) sum_m q_phi(z|u_m): a uniform mixture of the approximate posterior at M
+learned pseudo-inputs u_m. The pseudo-inputs are this model's prior parameters; the encoder is
+shared between q_phi(z|x) and the prior, so it stays in the theta/phi group (and keeps moving the
+prior's components even while REWO's initial phase freezes the pseudo-inputs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vhp_lightning.bounds import gaussian_log_prob, reparameterize
+from vhp_lightning.models.vae import VAE
+
+
+def mixture_log_prob(
+    z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor, max_elements: int = 2**24
+) -> torch.Tensor:
+    """log (1/M) sum_m N(z; means_m, diag(exp(logvars_m))), ``z: (N, D)``, ``means, logvars:
+    (M, D)`` -> ``(N,)``.
+
+    Evaluated ``max_elements // (M * D)`` rows of ``z`` at a time, so the ``(rows, M, D)``
+    intermediate stays bounded (S * B samples against M = 500 components would not fit at once).
+    """
+    rows = max(1, max_elements // max(1, means.numel()))
+    out = []
+    for chunk in z.split(rows):
+        log_n = gaussian_log_prob(chunk.unsqueeze(1), means, logvars)  # (rows, M)
+        out.append(torch.logsumexp(log_n, dim=1))
+    return torch.cat(out) - math.log(means.shape[0])
+
+
+class VampPrior(VAE):
+    """One stochastic layer with the VampPrior; single-sample ELBO, KL estimated by
+    log q_phi(z|x) - log p_lambda(z).
+
+    The pseudo-inputs are ``hardtanh(U, data_min, data_max)`` of a free parameter U of shape
+    ``(n_pseudo, *data_shape)`` initialised N(``pseudo_init_mean``, ``pseudo_init_std``^2) —
+    Tomczak & Welling's ``Linear(eye(M)) + Hardtanh(0, 1)`` written directly (the linear layer on
+    an identity input is U itself), with their MNIST initialisation (mean 0.05, std 0.01). As in
+    their code the clamp has zero gradient outside [data_min, data_max].
+
+    Args:
+        encoder, decoder, likelihood: as for ``VAE``; the encoder also embeds the pseudo-inputs.
+        data_shape: shape of one example (the encoder's input), e.g. ``[1, 28, 28]``.
+        n_pseudo: M, the number of pseudo-inputs (500 as in the VampPrior paper).
+        pseudo_init_mean, pseudo_init_std: initialisation of U.
+        data_min, data_max: range of the pseudo-inputs (the range of the data).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        data_shape: Sequence[int],
+        n_pseudo: int = 500,
+        pseudo_init_mean: float = 0.05,
+        pseudo_init_std: float = 0.01,
+        data_min: float = 0.0,
+        data_max: float = 1.0,
+    ) -> None:
+        super().__init__(encoder, decoder, likelihood)
+        if isinstance(n_pseudo, bool) or not isinstance(n_pseudo, int) or n_pseudo < 1:
+            raise ValueError(f"model.n_pseudo (M) must be an integer >= 1, got {n_pseudo!r}")
+        if not data_min < data_max:
+            raise ValueError(f"need data_min < data_max, got {data_min}, {data_max}")
+        shape = (n_pseudo, *(int(d) for d in data_shape))
+        init = pseudo_init_mean + pseudo_init_std * torch.randn(shape)
+        self.pseudo_raw = nn.Parameter(init)
+        self.data_min, self.data_max = float(data_min), float(data_max)
+
+    def prior_parameters(self) -> Iterator[nn.Parameter]:
+        """The pseudo-inputs (their free parameter U)."""
+        yield self.pseudo_raw
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """u_m, ``(n_pseudo, *data_shape)``, in [data_min, data_max]."""
+        return F.hardtanh(self.pseudo_raw, self.data_min, self.data_max)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p_lambda(z) = log (1/M) sum_m q_phi(z|u_m), ``z: (N, latent_dim)`` -> ``(N,)``."""
+        means, logvars = self.encode(self.pseudo_inputs())
+        return mixture_log_prob(z, means, logvars)
+
+    def kl_term(self, z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Single-sample estimate log q_phi(z|x) - log p_lambda(z), ``(B,)``."""
+        return gaussian_log_prob(z, mean, logvar) - self.log_prior(z)
+
+    def sample_prior(self, n: int) -> torch.Tensor:
+        """z ~ p_lambda(z): a uniform pseudo-input m, then z ~ q_phi(z|u_m): ``(n, latent_dim)``."""
+        u = self.pseudo_inputs()
+        idx = torch.randint(u.shape[0], (n,), device=u.device)
+        return reparameterize(*self.encode(u[idx]))

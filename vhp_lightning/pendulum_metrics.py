@@ -1,0 +1,170 @@
+"""How well a 2-d latent holds the pendulum's joint angle (sec. 4.1, Table 1, App. B.3).
+
+Two numbers, both mean absolute angular errors in radians, wrapped to [0, pi] (READING-NOTES 8):
+
+- ``polar_ols_error``: the paper's reading -- the latent is a ring around a centre and its polar
+  angle is a linear function of the joint angle. This is what Table 1 reports.
+- ``knn_angle_error``: whether the angle can be read off the latent at all, whatever the shape
+  of the loop (cross-validated k-nearest-neighbour regression).
+
+A ring gives two small numbers; a closed loop of another shape (folded, passing near its
+centre) gives a small kNN error and a large polar error; an uninformative latent gives two large
+ones (pi/2 for a latent that ignores the angle). Report both with the latent plot
+(``plots.plot_latents``) so a reader sees which case a run is in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.neighbors import KNeighborsRegressor
+
+
+def wrap_angle(a: np.ndarray) -> np.ndarray:
+    """Wrap angles (radians, any shape) into (-pi, pi]."""
+    return np.pi - np.mod(np.pi - np.asarray(a, dtype=np.float64), 2.0 * np.pi)
+
+
+def _check(latents: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    latents = np.asarray(latents, dtype=np.float64)
+    angles = np.asarray(angles, dtype=np.float64)
+    if latents.ndim != 2:
+        raise ValueError(f"latents must be a 2-d array (N, d), got shape {latents.shape}")
+    if angles.shape != (len(latents),):
+        raise ValueError(
+            f"angles must be (N,) = ({len(latents)},) to match latents, got shape {angles.shape}"
+        )
+    if not (np.isfinite(latents).all() and np.isfinite(angles).all()):
+        raise ValueError("latents or angles contain NaN or inf")
+    return latents, angles
+
+
+def fit_circle(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Algebraic least-squares circle fit (Kasa) of ``points: (N, 2)``.
+
+    Solves ``|p|^2 = 2 a . p + c`` for ``(a, c)`` by linear least squares (on mean-centred
+    points, for conditioning). Returns ``(centre (2,), radius)`` with ``centre = a``,
+    ``radius = sqrt(c + |a|^2)``. Exact for points on a circle, even on a short arc.
+    """
+    mean = points.mean(axis=0)
+    u = points - mean
+    design = np.column_stack([2.0 * u, np.ones(len(u))])
+    (ax, ay, c), *_ = np.linalg.lstsq(design, (u**2).sum(axis=1), rcond=None)
+    centre = mean + np.array([ax, ay])
+    return centre, float(np.sqrt(max(c + ax**2 + ay**2, 0.0)))
+
+
+def polar_ols_error(
+    latents: np.ndarray, angles: np.ndarray, fit_slope: bool = True
+) -> dict[str, Any]:
+    """Mean absolute error of the joint angle predicted from the latent's polar angle (Table 1).
+
+    Exactly what is computed, for ``latents: (N, 2)`` and joint ``angles: (N,)`` in radians:
+
+    1. Centre: the least-squares circle fit (``fit_circle``), not the mean of the latents.
+       Both coincide for a ring covered evenly, but the encoder need not spread the angles
+       evenly around its ring; the mean is then pulled towards the densely covered arc, while
+       the circle fit depends only on where the points lie, not on how many lie where.
+    2. Latent angle ``phi = atan2(z2 - c2, z1 - c1)`` in (-pi, pi].
+    3. For each orientation ``s`` in {+1, -1} (the ring may run either way round): unit-slope
+       fit ``theta ~ s * phi + b`` with the offset ``b`` the circular mean of
+       ``theta - s * phi`` (the circular analogue of the OLS intercept: it minimises
+       ``sum(1 - cos(residual))``), residuals wrapped into (-pi, pi].
+    4. If ``fit_slope``: OLS refinement ``theta_lift ~ m * phi + b'``, where ``theta_lift`` is
+       the joint angle moved by multiples of 2 pi to the branch nearest the unit-slope
+       prediction. The unit-slope fit is one candidate of this OLS and its lifted residuals
+       equal its wrapped ones, so the refinement never increases the mean squared wrapped
+       error. For a ring ``m`` is close to ``s``; ``|m|`` far from 1 signals a non-ring loop.
+    5. Error: mean over N of ``|wrap(theta - prediction)|``, in [0, pi]; the orientation with
+       the smaller error wins.
+
+    Why not the paper's ``arcsin(z2 / r)`` (App. B.3): arcsin maps the two halves of the ring
+    (``z1 > 0`` and ``z1 < 0``) onto the same range [-pi/2, pi/2], so it cannot tell angles
+    ``a`` and ``pi - a`` apart and a linear fit to the full [0, 2 pi) range is impossible
+    (READING-NOTES 8). The polar angle keeps the halves apart; the circular offset and the
+    orientation replace the OLS intercept and the sign of the slope.
+
+    Returns:
+        ``{"error": float (rad), "error_unit_slope": float (rad, step 3 only),
+        "slope": m (= s without refinement), "offset": b' in (-pi, pi], "orientation": s,
+        "centre": (2,), "radius": float}``.
+    """
+    latents, angles = _check(latents, angles)
+    if latents.shape[1] != 2:
+        raise ValueError(
+            f"polar_ols_error needs 2-d latents (N, 2), got {latents.shape}; "
+            "use knn_angle_error for other latent sizes"
+        )
+    if len(latents) < 3:
+        raise ValueError(f"polar_ols_error needs at least 3 points, got {len(latents)}")
+    centre, radius = fit_circle(latents)
+    phi = np.arctan2(latents[:, 1] - centre[1], latents[:, 0] - centre[0])
+
+    best: dict[str, Any] | None = None
+    for s in (1.0, -1.0):
+        diff = angles - s * phi
+        offset = float(np.arctan2(np.sin(diff).mean(), np.cos(diff).mean()))
+        residual = wrap_angle(diff - offset)
+        error_unit = float(np.abs(residual).mean())
+        slope, intercept, error = s, offset, error_unit
+        if fit_slope:
+            lifted = s * phi + offset + residual
+            slope, intercept = np.polyfit(phi, lifted, deg=1)
+            error = float(np.abs(wrap_angle(angles - (slope * phi + intercept))).mean())
+        if best is None or error < best["error"]:
+            best = {
+                "error": error,
+                "error_unit_slope": error_unit,
+                "slope": float(slope),
+                "offset": float(wrap_angle(intercept)),
+                "orientation": int(s),
+                "centre": centre,
+                "radius": radius,
+            }
+    assert best is not None
+    return best
+
+
+def knn_angle_error(
+    latents: np.ndarray,
+    angles: np.ndarray,
+    k: int = 5,
+    folds: int = 5,
+    random_state: int = 0,
+) -> float:
+    """Cross-validated kNN "information" error of the joint angle (READING-NOTES 8), radians.
+
+    ``latents: (N, d)``, ``angles: (N,)``. A ``KNeighborsRegressor(k)`` predicts
+    ``(cos theta, sin theta)`` from the latent; every point is predicted by the model fitted on
+    the other folds (``KFold(folds, shuffle=True, random_state)``); the predicted angle is the
+    ``atan2`` of the prediction. Returns the mean of ``|wrap(theta - predicted)|``, in [0, pi].
+    Small whenever nearby latents have nearby angles, whatever the shape of the latent loop.
+    """
+    latents, angles = _check(latents, angles)
+    n = len(latents)
+    if folds < 2 or n < folds:
+        raise ValueError(f"need 2 <= folds <= N, got folds={folds}, N={n}")
+    smallest_train = n - int(np.ceil(n / folds))
+    if not 1 <= k <= smallest_train:
+        raise ValueError(f"k={k} must be in [1, smallest training-fold size {smallest_train}]")
+    targets = np.column_stack([np.cos(angles), np.sin(angles)])
+    cv = KFold(n_splits=folds, shuffle=True, random_state=random_state)
+    predicted = cross_val_predict(KNeighborsRegressor(n_neighbors=k), latents, targets, cv=cv)
+    predicted_angles = np.arctan2(predicted[:, 1], predicted[:, 0])
+    return float(np.abs(wrap_angle(angles - predicted_angles)).mean())
+
+
+def latent_angle_report(latents: np.ndarray, angles: np.ndarray) -> dict[str, float]:
+    """Both pendulum metrics, ready to log: ``latents: (N, 2)``, ``angles: (N,)`` radians.
+
+    Returns ``{"polar_ols_error", "knn_angle_error"}`` (radians, see the two functions) and
+    ``"polar_slope"``, the refined OLS slope (close to +-1 for a ring).
+    """
+    polar = polar_ols_error(latents, angles)
+    return {
+        "polar_ols_error": polar["error"],
+        "knn_angle_error": knn_angle_error(latents, angles),
+        "polar_slope": polar["slope"],
+    }

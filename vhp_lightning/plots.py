@@ -1,0 +1,144 @@
+"""Figures of the paper: latent graphs with interpolation paths (Fig. 3, 5) and image strips
+(Fig. 4, 8), and latents coloured by a factor (Fig. 2, 16).
+
+Every function returns a ``matplotlib.figure.Figure`` (Agg backend, never shown); save it with
+``fig.savefig(path)`` and close it with ``matplotlib.pyplot.close(fig)``.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+
+
+def _to_2d(nodes: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Project ``nodes: (N, d)`` and ``others: (M, d)`` to 2-d; PCA fitted on ``nodes`` if d > 2."""
+    d = nodes.shape[1]
+    if d == 2:
+        return [nodes, *others], ""
+    if d == 1:
+        return [np.hstack([a, np.zeros_like(a)]) for a in (nodes, *others)], " (1-d latent)"
+    pca = PCA(n_components=2).fit(nodes)
+    explained = 100 * pca.explained_variance_ratio_.sum()
+    note = f" (PCA of the {d}-d latent, {explained:.0f}% of the variance)"
+    return [pca.transform(a) for a in (nodes, *others)], note
+
+
+def plot_graph_path(
+    nodes: np.ndarray,
+    graph: nx.Graph,
+    path: np.ndarray | list[np.ndarray],
+    title: str = "Graph-based interpolation",
+    ax: plt.Axes | None = None,
+    max_edges: int | None = 50_000,
+    seed: int = 0,
+) -> Figure:
+    """Latent graph with its interpolation path(s) (Fig. 3, 5).
+
+    Args:
+        nodes: ``(N, d)`` the graph's nodes (node ``i`` is row ``i``).
+        graph: ``interpolation.build_graph(nodes, k)``; edges drawn in bluescale by weight
+            (short edges dark, long edges light).
+        path: ``(P, d)`` latents along a path, or a list of such paths; drawn in red.
+        title: the axes' title; a PCA note is appended when ``d > 2``.
+        ax: draw into this axes instead of a new figure.
+        max_edges: draw at most this many edges (a random subset, ``seed``), ``None`` for all.
+    """
+    nodes = np.asarray(nodes, dtype=np.float64)
+    paths = [path] if isinstance(path, np.ndarray) and path.ndim == 2 else list(path)
+    paths = [np.asarray(p, dtype=np.float64) for p in paths]
+    for p in paths:
+        if p.ndim != 2 or p.shape[1] != nodes.shape[1]:
+            raise ValueError(f"path must be (P, {nodes.shape[1]}), got shape {p.shape}")
+    (nodes_2d, *paths_2d), note = _to_2d(nodes, *paths)
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 5))
+    else:
+        fig = ax.figure
+    edges = np.array([(u, v) for u, v in graph.edges()], dtype=np.int64).reshape(-1, 2)
+    weights = np.array([w for _, _, w in graph.edges(data="weight", default=1.0)])
+    if max_edges is not None and len(edges) > max_edges:
+        keep = np.random.default_rng(seed).choice(len(edges), max_edges, replace=False)
+        edges, weights = edges[keep], weights[keep]
+    if len(edges):
+        lines = LineCollection(nodes_2d[edges], cmap="Blues_r", linewidths=0.4, zorder=1)
+        lines.set_array(weights)
+        ax.add_collection(lines)
+        fig.colorbar(lines, ax=ax, fraction=0.046, pad=0.04, label="edge weight")
+    ax.scatter(*nodes_2d.T, s=2, c="0.3", zorder=2)
+    for p in paths_2d:
+        ax.plot(*p.T, "-", color="red", lw=1.8, zorder=3)
+        ax.plot(*p[[0, -1]].T, "o", color="red", ms=5, zorder=4)
+    ax.set_title(title + note, fontsize=9)
+    ax.set_xlabel("$z_1$" if not note else "PC 1")
+    ax.set_ylabel("$z_2$" if not note else "PC 2")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.autoscale_view()
+    return fig
+
+
+def plot_image_strip(
+    images: np.ndarray,
+    image_shape: tuple[int, int] | None = None,
+    title: str | None = None,
+    max_images: int | None = None,
+    cmap: str = "gray",
+) -> Figure:
+    """A row of decoded images along an interpolation (Fig. 4, 8).
+
+    Args:
+        images: ``(P, H, W)``, or ``(P, D)`` with ``image_shape = (H, W)``.
+        max_images: show at most this many, evenly spaced along the path, ends included.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if image_shape is not None:
+        images = images.reshape(len(images), *image_shape)
+    if images.ndim != 3:
+        raise ValueError(
+            f"images must be (P, H, W), or (P, D) with image_shape=(H, W); got {images.shape}"
+        )
+    if max_images is not None and len(images) > max_images:
+        images = images[np.linspace(0, len(images) - 1, max_images).round().astype(int)]
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(0.8 * n, 1.0 if title is None else 1.2), squeeze=False)
+    vmin, vmax = min(0.0, float(images.min())), max(1.0, float(images.max()))
+    for ax, image in zip(axes[0], images, strict=True):
+        ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_latents(
+    latents: np.ndarray,
+    values: np.ndarray,
+    title: str = "Latent representation",
+    cyclic: bool = True,
+) -> Figure:
+    """Latents coloured by a factor (Fig. 2, 16), e.g. the pendulum's joint angle.
+
+    Args:
+        latents: ``(N, d)``, projected with PCA when ``d > 2``.
+        values: ``(N,)`` the colour; ``cyclic=True`` uses a cyclic colour map (angles).
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    (latents_2d,), note = _to_2d(latents)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    points = ax.scatter(
+        *latents_2d.T, s=3, c=np.asarray(values), cmap="twilight" if cyclic else "viridis"
+    )
+    fig.colorbar(points, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title + note, fontsize=9)
+    ax.set_aspect("equal", adjustable="datalim")
+    return fig
