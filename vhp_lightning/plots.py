@@ -61,7 +61,7 @@ def plot_graph_path(
     (nodes_2d, *paths_2d), note = _to_2d(nodes, *paths)
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
     else:
         fig = ax.figure
     edges = np.array([(u, v) for u, v in graph.edges()], dtype=np.int64).reshape(-1, 2)
@@ -111,6 +111,8 @@ def plot_image_strip(
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(0.8 * n, 1.0 if title is None else 1.2), squeeze=False)
     vmin, vmax = min(0.0, float(images.min())), max(1.0, float(images.max()))
+    top = 0.98 if title is None else 0.8
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=top, wspace=0.05)
     for ax, image in zip(axes[0], images, strict=True):
         ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_xticks([])
@@ -134,7 +136,7 @@ def plot_latents(
     """
     latents = np.asarray(latents, dtype=np.float64)
     (latents_2d,), note = _to_2d(latents)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
     points = ax.scatter(
         *latents_2d.T, s=3, c=np.asarray(values), cmap="twilight" if cyclic else "viridis"
     )
