@@ -1,4 +1,4 @@
-"""Shared fixtures: compose the real configs (as `python -m vhp_lightning.train` would) into tmp_path."""
+"""Shared fixtures: compose the real configs (as `python -m vhp_lightning.train` does)."""
 
 from __future__ import annotations
 

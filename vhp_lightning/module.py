@@ -1,10 +1,10 @@
 """``VHPModule``: the only file that knows the Trainer. Manual optimisation with two optimisers.
 
 One training step (Alg. 1; ``STYLE.md``): the model returns its loss at the current beta
-(nll + beta * kl for the VHP), its parts and the constraint C_ba -> ``manual_backward`` -> step the theta/phi optimiser, and the
-Theta/Phi optimiser only while ``train_prior`` is on -> return C_ba. A beta-scheme callback
-(``callbacks/``) reads C_ba and sets ``beta`` and ``train_prior`` for the next step; this module
-never imports a callback.
+(nll + beta * kl for the VHP), its parts and the constraint C_ba -> ``manual_backward`` -> step
+the theta/phi optimiser, and the Theta/Phi optimiser only while ``train_prior`` is on -> return
+C_ba. A beta-scheme callback (``callbacks/``) reads C_ba and sets ``beta`` and ``train_prior``
+for the next step; this module never imports a callback.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from vhp_lightning.checkpoint import AtomicCheckpointIO
 from vhp_lightning.config import instantiate_group, validate
@@ -46,9 +47,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
     )
     loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*instantiate_group(cfg.get("callbacks")), scheme],
+        callbacks=[*callbacks, scheme],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )
