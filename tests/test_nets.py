@@ -11,6 +11,15 @@ from vhp_lightning.nets.gated import GatedConv2d, GatedDense, GatedGaussianMLP
 B = 3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny nets run fastest on one thread (and do not fight parallel test runs for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _assert_all_grads(module: torch.nn.Module) -> None:
     for name, p in module.named_parameters():
         assert p.grad is not None, f"no gradient reached {name}"

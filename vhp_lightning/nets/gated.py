@@ -15,7 +15,7 @@ from vhp_lightning.nets.mlp import GaussianMLP
 
 
 class GatedDense(nn.Module):
-    """``Linear(x) * sigmoid(Linear_gate(x))``: ``(..., in_features)`` -> ``(..., out_features)``."""
+    """Gated FC: ``Linear(x) * sigmoid(Linear_gate(x))``, ``(..., in)`` -> ``(..., out)``."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
