@@ -1,6 +1,9 @@
-"""Lightning callbacks: the beta-schemes (REWO, ...) and run-keeping helpers."""
+"""Lightning callbacks: the beta-schemes (REWO, GECO, ...) and run-keeping helpers."""
 
 from callbacks.base import BetaScheme, ConstraintModule
+from callbacks.geco import GECO
 from callbacks.rewo import REWO
+from callbacks.rewo_alt import REWOAlt
+from callbacks.schedules import ConstantBeta, WarmUp
 
-__all__ = ["REWO", "BetaScheme", "ConstraintModule"]
+__all__ = ["GECO", "REWO", "BetaScheme", "ConstantBeta", "ConstraintModule", "REWOAlt", "WarmUp"]

@@ -66,7 +66,7 @@ class BetaScheme(Callback):
         plateau_steps: int = 5_000,
     ) -> None:
         super().__init__()
-        _check_number("beta_init", beta_init, low=0.0, low_open=True)
+        _check_number("beta_init", beta_init, low=0.0)
         _check_number("alpha", alpha, low=0.0, high=1.0, high_open=True)
         if kappa is not None:
             _check_number("kappa", kappa, low=0.0, low_open=True)
@@ -78,6 +78,7 @@ class BetaScheme(Callback):
         self.c_hat: float | None = None
         self.step = 0
         self.switch_step: int | None = None  # first step of the main phase (REWO-like schemes)
+        self.steps_per_epoch = 1  # set from the trainer at train start (warm-up needs it)
         self._best_c = math.inf
         self._best_step = 0
         self._warned = False
@@ -104,6 +105,7 @@ class BetaScheme(Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.steps_per_epoch = max(1, int(trainer.num_training_batches or 1))
         self._push(pl_module)
 
     def on_train_batch_end(

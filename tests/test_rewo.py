@@ -44,6 +44,7 @@ class _Module(SimpleNamespace):
 
 class _Trainer(SimpleNamespace):
     strategy = SimpleNamespace(reduce=lambda t, reduce_op: t, root_device=torch.device("cpu"))
+    num_training_batches = 1
 
 
 def _run(scheme: REWO, constraints: list[float]) -> tuple[list[float], list[bool]]:

@@ -144,3 +144,51 @@ def plot_latents(
     ax.set_title(title + note, fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
     return fig
+
+
+def plot_posterior_and_prior(
+    means: np.ndarray,
+    stds: np.ndarray,
+    angles: np.ndarray,
+    prior_samples: np.ndarray,
+    title: str = "",
+) -> Figure:
+    """Fig. 2 of the paper in one row: posterior means coloured by the angle, the same means in
+    greyscale by each point's posterior std (mean over latent dims; its spread across points is
+    the "variance of the standard deviation" of Fig. 2), and samples of the prior.
+
+    ``means, stds: (N, d)``, ``angles: (N,)``, ``prior_samples: (M, d)``; PCA when d > 2.
+    """
+    (m2, p2), note = _to_2d(np.asarray(means, np.float64), np.asarray(prior_samples, np.float64))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
+    pts = axes[0].scatter(*m2.T, s=3, c=angles, cmap="twilight")
+    fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label="joint angle")
+    std = np.asarray(stds, np.float64).mean(axis=1)
+    grey = axes[1].scatter(*m2.T, s=3, c=std, cmap="Greys")
+    fig.colorbar(grey, ax=axes[1], fraction=0.046, pad=0.04, label="posterior std")
+    axes[2].scatter(*p2.T, s=2, c="tab:blue", alpha=0.5)
+    names = ("q(z|x): means", f"q(z|x): std (var {std.var():.2g})", "prior")
+    for ax, name in zip(axes, names, strict=True):
+        ax.set_title(name + note, fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_beta_trace(
+    steps: np.ndarray, betas: np.ndarray, c_hats: np.ndarray, kappa_sq: float | None = None
+) -> Figure:
+    """beta and the running constraint C_t against the step (Fig. 2, right), log scales."""
+    fig, (ax_b, ax_c) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, layout="constrained")
+    ax_b.plot(steps, betas, lw=1)
+    ax_b.set_yscale("log")
+    ax_b.set_ylabel("beta")
+    ax_c.plot(steps, c_hats, lw=1, label="C_t")
+    if kappa_sq is not None:
+        ax_c.axhline(kappa_sq, color="tab:red", ls="--", lw=1, label="kappa^2")
+    ax_c.set_yscale("log")
+    ax_c.set_ylabel("C_t")
+    ax_c.set_xlabel("step")
+    ax_c.legend(fontsize=8)
+    return fig
