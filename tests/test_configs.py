@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_datamodules_images import write_idx_set, write_omniglot, write_static_npz
 from vhp_lightning.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("dataset", "model", "optim", "trainer", "logger", "callbacks", "experiment")
 
-# Options that need something besides the pendulum default to run (extra overrides).
-PAIRED: dict[tuple[str, str], list[str]] = {}
-# Options that cannot run on a CPU-only machine (composition is still tested).
-COMPOSE_ONLY: set[tuple[str, str]] = set()
+# Small-but-real settings for options outside the pendulum + vhp_mlp default.
+FAST = ["paper.n_importance=2", "trainer.enable_progress_bar=false", "callbacks=none"]
+IMAGE_DATA = ["dataset.verify=false", "dataset.batch_size=8", "dataset.eval_batch_size=8"]
+PENDULUM_SMALL = [
+    "dataset.n_samples=200", "dataset.n_val=50", "dataset.n_test=50",
+    "dataset.batch_size=8", "dataset.eval_batch_size=8",
+]  # fmt: skip
 
 
 def options(group: str) -> list[str]:
@@ -24,17 +28,40 @@ def options(group: str) -> list[str]:
 ALL = [(g, o) for g in GROUPS for o in options(g)]
 
 
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MNIST, Fashion-MNIST, static MNIST and Omniglot fixtures in the staged layout."""
+    root = tmp_path_factory.mktemp("images")
+    write_idx_set(root, "mnist")
+    write_idx_set(root, "fashion_mnist")
+    write_static_npz(root)
+    write_omniglot(root, {"images_background": (2, 2, 5), "images_evaluation": (1, 2, 5)})
+    return root
+
+
+def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str], bool]:
+    """(overrides, use the tiny pendulum preset) for running ``group=option``."""
+    if group == "dataset" and option != "pendulum":
+        n_val = [] if option == "mnist_static" else ["dataset.n_val=10"]
+        return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST], False
+    if group == "model" and option != "vhp_mlp":
+        return [*PENDULUM_SMALL, *FAST], False  # the conv nets adapt to 16x16 images
+    if group == "experiment":
+        return ["trainer.max_steps=20"], True
+    return [], True
+
+
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group}/ has no options"
 
 
 @pytest.mark.parametrize("group,option", ALL, ids=[f"{g}={o}" for g, o in ALL])
-def test_option_composes_and_runs_fast_dev_run(compose_cfg, group: str, option: str) -> None:
-    overrides = [f"{group}={option}", *PAIRED.get((group, option), [])]
-    cfg = compose_cfg(*overrides, "trainer.fast_dev_run=true", tiny=group != "model")
-    if (group, option) in COMPOSE_ONLY:
-        return
+def test_option_composes_and_runs_fast_dev_run(
+    compose_cfg, image_root: Path, group: str, option: str
+) -> None:
+    extra, tiny = overrides_for(group, option, image_root)
+    cfg = compose_cfg(f"{group}={option}", *extra, "trainer.fast_dev_run=true", tiny=tiny)
     train(cfg)
 
 
@@ -48,6 +75,26 @@ def test_default_config_is_the_paper_pendulum_setting(compose_cfg) -> None:
     assert cfg.dataset.n_samples == 15000
 
 
+def test_mnist_command_is_the_paper_mnist_setting(compose_cfg) -> None:
+    """`python -m vhp_lightning.train dataset=mnist optim=rewo` = App. F MNIST, no overrides."""
+    cfg = compose_cfg("dataset=mnist", "optim=rewo", tiny=False)
+    assert cfg.model._target_ == "vhp_lightning.models.vhp.VHP"
+    assert cfg.model.encoder._target_.endswith("GatedConvEncoder")
+    assert cfg.model.decoder._target_.endswith("GatedConvDecoder")
+    assert cfg.model.encoder.out_dim == 32 and cfg.model.n_importance == 16
+    assert cfg.model.likelihood._target_.endswith("BernoulliLikelihood")
+    assert cfg.optim.scheme._target_ == "callbacks.rewo.REWO"
+    assert cfg.optim.scheme.kappa == 0.18 and cfg.optim.scheme.nu == 1.0
+    assert cfg.optim.optimizer.lr == 5e-4
+    assert cfg.dataset._target_ == "datamodules.mnist.MNISTDataModule"
+
+
+def test_fashion_brings_its_own_kappa(compose_cfg) -> None:
+    assert compose_cfg("dataset=fashion_mnist", tiny=False).optim.scheme.kappa == 0.31
+
+
 def test_explicit_override_beats_dataset_default(compose_cfg) -> None:
-    cfg = compose_cfg("optim.kappa=0.05", "paper.lr=3e-4", tiny=False)
-    assert cfg.optim.scheme.kappa == 0.05 and cfg.optim.optimizer.lr == 3e-4
+    cfg = compose_cfg("dataset=mnist", "model=vae", "optim.kappa=0.05", tiny=False)
+    assert cfg.optim.scheme.kappa == 0.05 and cfg.model._target_.endswith("VAE")
+    cfg = compose_cfg("paper.lr=3e-4", tiny=False)
+    assert cfg.optim.optimizer.lr == 3e-4
