@@ -27,6 +27,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST) -q $(ARGS)
 
+## Benchmarks (bench/): writes bench/RESULTS.md. Needs the bench extra (pythae).
+bench: $(STAMP)
+	$(BIN)/python -m pip install -e '.[bench]' -q
+	$(BIN)/python bench/run_all.py $(ARGS)
+
+## A small local Hydra multirun sweep (two kappa values, a short budget).
+sweep: $(STAMP)
+	$(BIN)/python -m vhp_lightning.train -m optim.kappa=0.02,0.05 trainer.max_steps=200 \
+		test=false $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
