@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from datamodules.cmu_mocap import DEFAULT_MOTIONS
+from tests.test_cmu_mocap import write_cmu_fixture
 from tests.test_datamodules_images import write_idx_set, write_omniglot, write_static_npz
+from tests.test_image_folder import write_image_folder
 from vhp_lightning.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -19,6 +22,17 @@ PENDULUM_SMALL = [
     "dataset.n_samples=200", "dataset.n_val=50", "dataset.n_test=50",
     "dataset.batch_size=8", "dataset.eval_batch_size=8",
 ]  # fmt: skip
+# Issue 6: CMU motions and 64x64 images (fixtures under image_root) and their experiments.
+NEW_DATA = {
+    "cmu_mocap": ["dataset.batch_size=8", "dataset.eval_batch_size=8"],
+    "image_folder": ["dataset.batch_size=4", "dataset.eval_batch_size=4"],
+    "shapes64": ["dataset.n_samples=40", "dataset.batch_size=4", "dataset.eval_batch_size=4"],
+}
+NEW_EXPERIMENTS = {
+    "cmu_interpolation": NEW_DATA["cmu_mocap"],
+    "faces_interpolation": [*NEW_DATA["image_folder"], "dataset.root=${data_dir}/image_folder"],
+    "pendulum_interpolation": PENDULUM_SMALL,
+}
 
 
 def options(group: str) -> list[str]:
@@ -36,11 +50,18 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_idx_set(root, "fashion_mnist")
     write_static_npz(root)
     write_omniglot(root, {"images_background": (2, 2, 5), "images_evaluation": (1, 2, 5)})
+    write_cmu_fixture(root / "cmu_mocap", n_frames=20, motions=DEFAULT_MOTIONS)
+    write_image_folder(root / "image_folder", n_per_class=5)
     return root
 
 
 def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str], bool]:
     """(overrides, use the tiny pendulum preset) for running ``group=option``."""
+    if group == "dataset" and option in NEW_DATA:
+        return [f"data_dir={image_root}", *NEW_DATA[option], *FAST], False
+    if group == "experiment" and option in NEW_EXPERIMENTS:
+        fast = ["paper.n_importance=2", "trainer.enable_progress_bar=false"]
+        return [f"data_dir={image_root}", *NEW_EXPERIMENTS[option], *fast], False
     if group == "dataset" and option != "pendulum":
         n_val = [] if option == "mnist_static" else ["dataset.n_val=10"]
         return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST], False

@@ -113,3 +113,60 @@ def test_bad_arguments_are_explained(tmp_path: Path) -> None:
             model, torch.randn(5, 4), [0, 1], tmp_path, n_nodes=10, n_neighbors=3, n_graphs=1,
             n_pairs=1,
         )  # fmt: skip
+
+
+# --- the callback and the experiments -----------------------------------------------------------
+def test_callback_writes_the_analysis_at_fit_end(compose_cfg, tmp_path: Path) -> None:
+    from vhp_lightning.train import train
+
+    cfg = compose_cfg(
+        "callbacks=interpolation",
+        "~callbacks.progress_bar",
+        "callbacks.interpolation.n_nodes=80",
+        "callbacks.interpolation.n_neighbors=8",
+        "callbacks.interpolation.n_graphs=2",
+        "callbacks.interpolation.n_pairs=4",
+        "callbacks.interpolation.n_strips=2",
+        "callbacks.interpolation.max_points=50",
+        "test=false",
+    )
+    assert cfg.callbacks.interpolation.n_nodes == 80
+    train(cfg)
+    out = tmp_path / "interpolation"
+    assert {"strip_0.png", "strip_1.png", "graph_paths.png", "latents_by_label.png"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert len(read_rows(out / "interpolations.csv")) == 8
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "interpolation/smoothness_mean" in header and "interpolation/n_disconnected" in header
+
+
+EXPERIMENTS = {
+    "cmu_interpolation": ("vhp_mlp,vampprior,iwae", (50,), (2530, 15)),
+    "pendulum_interpolation": ("vhp_mlp,iwae", (1, 16, 16), (1000, 18)),
+    "faces_interpolation": ("vhp_conv64,iwae", (1, 64, 64), (10000, 18)),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_experiment_sweeps_models_with_the_same_paper_nets(compose_cfg, name: str) -> None:
+    """Every model of the sweep composes with the App. F nets and takes a training step."""
+    import yaml
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{name}.yaml"
+    sweep = yaml.safe_load(conf.read_text())["hydra"]["sweeper"]["params"]["model"]
+    models, data_shape, graph = EXPERIMENTS[name]
+    assert sweep == models
+    for model_name in sweep.split(","):
+        cfg = compose_cfg(f"experiment={name}", f"model={model_name}", tiny=False)
+        assert tuple(cfg.dataset.data_shape) == data_shape
+        assert (
+            cfg.callbacks.interpolation.n_nodes,
+            cfg.callbacks.interpolation.n_neighbors,
+        ) == graph
+        assert cfg.model.encoder._target_ == cfg.experiment_nets.encoder._target_
+        if name != "faces_interpolation":  # the conv nets take ~1 s per step on CPU
+            model = instantiate(cfg.model)
+            out = model.loss(torch.rand(4, *data_shape), beta=0.5)
+            assert torch.isfinite(out["loss"])

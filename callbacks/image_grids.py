@@ -1,0 +1,153 @@
+"""Reconstructions and prior samples as image grids during training (rank zero).
+
+Every ``every_n_steps`` optimiser steps (and once at the end of ``fit``), for a fixed set of
+``n_images`` data points of one split: ``reconstructions_step<k>.png`` (rows of data and their
+reconstructions E[x|z = mean of q(z|x)] alternating) and ``samples_step<k>.png`` (E[x|z] for
+z ~ p(z), the model's prior, eq. 13 for the VHP). Saved under ``dirpath`` and sent to
+TensorBoard/W&B via ``callbacks.figures.log_figure``. Needs image data
+(``datamodule.data_shape = [C, H, W]``); other data are skipped with one warning. The training
+RNG stream is left untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from torchvision.utils import make_grid
+
+from callbacks.figures import log_figure
+
+
+class ImageGrids(Callback):
+    """Image grids of reconstructions and prior samples.
+
+    Args:
+        dirpath: output folder (``<run dir>/images`` in the config).
+        every_n_steps: draw every this many steps; 0 = only at the end of fit.
+        n_images: data points reconstructed and prior samples drawn (each grid).
+        nrow: images per grid row.
+        split: ``"val"`` or ``"test"``, where the fixed data points come from.
+        at_fit_end: also draw once when fit ends (not under ``fast_dev_run``).
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int = 1000,
+        n_images: int = 32,
+        nrow: int = 8,
+        split: str = "val",
+        at_fit_end: bool = True,
+    ) -> None:
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        if every_n_steps < 0 or n_images < 1 or nrow < 1:
+            raise ValueError(
+                f"need every_n_steps >= 0, n_images >= 1, nrow >= 1; got {every_n_steps}, "
+                f"{n_images}, {nrow}"
+            )
+        self.dirpath, self.split = Path(dirpath), split
+        self.every_n_steps, self.n_images, self.nrow = int(every_n_steps), int(n_images), int(nrow)
+        self.at_fit_end = bool(at_fit_end)
+        self._fixed: torch.Tensor | None = None
+        self._skip = False
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            self.draw(trainer, pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_fit_end and not trainer.fast_dev_run:
+            self.draw(trainer, pl_module)
+
+    @rank_zero_only
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write (and log) both grids for the current step."""
+        if self._skip:
+            return
+        shape = tuple(getattr(trainer.datamodule, "data_shape", ()) or ())
+        if len(shape) != 3:
+            rank_zero_warn(
+                f"ImageGrids needs image data (data_shape [C, H, W]), got {list(shape)}; "
+                "skipped. Drop callbacks=image_grids for this dataset."
+            )
+            self._skip = True
+            return
+        model, device = pl_module.model, pl_module.device
+        was_training = pl_module.training
+        pl_module.eval()
+        fork = [device.index or 0] if device.type == "cuda" else []
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=fork):
+                x = self._data(trainer).to(device)
+                recon = model.decode(model.encode(x)[0]).view(-1, *shape)
+                samples = model.sample(self.n_images).view(-1, *shape)
+        finally:
+            pl_module.train(was_training)
+        step = trainer.global_step
+        rows = _interleave_rows(x.cpu(), recon.float().cpu(), self.nrow)
+        self._save(trainer, "reconstructions", rows, f"data / reconstruction, step {step}")
+        self._save(trainer, "samples", samples.float().cpu(), f"prior samples, step {step}")
+
+    def _data(self, trainer: pl.Trainer) -> torch.Tensor:
+        """The first ``n_images`` data points of the split (kept for later calls)."""
+        if self._fixed is None:
+            dm = trainer.datamodule
+            dm.setup("test" if self.split == "test" else "fit")
+            xs, n = [], 0
+            for batch in getattr(dm, f"{self.split}_dataloader")():
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                xs.append(x)
+                n += len(x)
+                if n >= self.n_images:
+                    break
+            self._fixed = torch.cat(xs)[: self.n_images].float()
+        return self._fixed
+
+    def _save(self, trainer: pl.Trainer, name: str, images: torch.Tensor, title: str) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"{name}_step{trainer.global_step}.png"
+        fig = grid_figure(images, self.nrow, title)
+        fig.savefig(path, dpi=100)
+        log_figure(trainer, f"images/{name}", fig, path)
+        plt.close(fig)
+
+
+def _interleave_rows(x: torch.Tensor, recon: torch.Tensor, nrow: int) -> torch.Tensor:
+    """Rows of ``nrow`` data images followed by the row of their reconstructions."""
+    out = []
+    for start in range(0, len(x), nrow):
+        out += [x[start : start + nrow], recon[start : start + nrow]]
+        pad = nrow - len(out[-1])
+        if pad:  # keep the reconstructions under their data in a short last row
+            out[-2] = torch.cat([out[-2], torch.zeros(pad, *x.shape[1:])])
+            out[-1] = torch.cat([out[-1], torch.zeros(pad, *x.shape[1:])])
+    return torch.cat(out)
+
+
+def grid_figure(images: torch.Tensor, nrow: int, title: str = "") -> Figure:
+    """``images: (N, C, H, W)`` in [0, 1] as one grid figure (grey for C = 1)."""
+    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    rows = math.ceil(len(images) / nrow)
+    fig, ax = plt.subplots(figsize=(1.0 * nrow, 1.0 * rows + 0.4), layout="constrained")
+    ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

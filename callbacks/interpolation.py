@@ -1,0 +1,114 @@
+"""Graph-based interpolation analysis at the end of training (sec. 2.3, 4.2; Fig. 3-8, 17).
+
+Rank zero only, once at the end of ``fit`` (skipped under ``fast_dev_run``): runs
+``vhp_lightning.interpolation_report.interpolation_analysis`` on the data points of one split and
+writes its PNG/CSV files to ``dirpath``; logs the averages as ``interpolation/<name>`` and the
+figures to TensorBoard/W&B when those loggers are active.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_only
+
+from callbacks.figures import log_figure
+from vhp_lightning.interpolation_report import interpolation_analysis
+
+SPLITS = ("train", "val", "test")
+
+
+class InterpolationAnalysis(Callback):
+    """Interpolations on ``n_graphs`` graphs x ``n_pairs`` endpoint pairs of the ``split`` data.
+
+    Args:
+        dirpath: output folder (``<run dir>/interpolation`` in the config).
+        n_nodes, n_neighbors: graph size (App. F: pendulum 1000/18, CMU 2530/15, Faces 10000/18).
+        n_graphs, n_pairs: Fig. 7 averages 10 graphs x 100 interpolations.
+        n_strips: decoded paths drawn (Fig. 4/8 strips; trajectories for motion data).
+        split: which data the endpoints come from; batches are ``(x, label)`` or ``(x,)``.
+        max_points: use at most this many data points of the split (its first ones).
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        n_nodes: int = 1000,
+        n_neighbors: int = 18,
+        n_graphs: int = 10,
+        n_pairs: int = 100,
+        n_strips: int = 4,
+        split: str = "test",
+        max_points: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}. Choose one of: {', '.join(SPLITS)}.")
+        self.dirpath, self.split, self.seed = Path(dirpath), split, int(seed)
+        self.kwargs = dict(
+            n_nodes=int(n_nodes),
+            n_neighbors=int(n_neighbors),
+            n_graphs=int(n_graphs),
+            n_pairs=int(n_pairs),
+            n_strips=int(n_strips),
+        )
+        self.max_points = None if max_points is None else int(max_points)
+        self.summary: dict[str, float] = {}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        self.run(trainer, pl_module)
+
+    @rank_zero_only
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Run the analysis now; returns (and keeps in ``self.summary``) its averages."""
+        x, labels = self._collect(trainer)
+        self.summary = interpolation_analysis(
+            pl_module.model, x, labels, self.dirpath, seed=self.seed, **self.kwargs
+        )
+        metrics = {f"interpolation/{k}": v for k, v in self.summary.items()}
+        for lg in trainer.loggers:
+            lg.log_metrics(metrics, step=trainer.global_step)
+        takes_images = {"TensorBoardLogger", "WandbLogger"}
+        if not any(type(lg).__name__ in takes_images for lg in trainer.loggers):
+            return self.summary
+        for png in sorted(self.dirpath.glob("*.png")):
+            fig = _png_figure(png)
+            log_figure(trainer, f"interpolation/{png.stem}", fig, png)
+            plt.close(fig)
+        return self.summary
+
+    def _collect(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The split's data points ``(N, *data_shape)`` and labels ``(N,)`` (or None)."""
+        dm = trainer.datamodule
+        if dm is None:
+            raise RuntimeError("InterpolationAnalysis needs a LightningDataModule (datamodule=)")
+        dm.setup("test" if self.split == "test" else "fit")
+        loader = getattr(dm, f"{self.split}_dataloader")()
+        xs, ys, n = [], [], 0
+        with torch.random.fork_rng(devices=[]):  # iterating a loader draws a seed
+            for batch in loader:
+                batch = batch if isinstance(batch, (list, tuple)) else (batch,)
+                xs.append(batch[0])
+                ys.append(batch[1] if len(batch) > 1 else None)
+                n += len(batch[0])
+                if self.max_points is not None and n >= self.max_points:
+                    break
+        x = torch.cat(xs)[: self.max_points]
+        labels = None if any(y is None for y in ys) else torch.cat(ys)[: self.max_points]
+        return x, labels
+
+
+def _png_figure(path: Path) -> Figure:
+    """A saved PNG as a figure, for loggers that take figures (TensorBoard)."""
+    image = plt.imread(path)
+    height, width = image.shape[:2]
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    fig.figimage(image)
+    return fig
