@@ -1,0 +1,167 @@
+"""NLL vs rate vs distortion across the runs of a sweep (App. D.1, Fig. 19).
+
+python -m vhp_lightning.rate_distortion multirun/<sweep>/<date_time> [--out results] [--last 5]
+# -> results/rate_distortion.png and results/rate_distortion.csv
+
+For every job folder of the sweep (one with ``.hydra/``), reads the CSV logger's
+``metrics.csv`` (``<job>/csv/metrics.csv``): the rate is ``train/kl`` (the KL term, F of eq. 8
+for the VHP), the distortion the reconstruction term ``train/recon`` (``train/nll`` in logs
+written before it was renamed), each the mean of its last ``--last`` logged values; the NLL is the
+importance-sampled ``test/nll`` (sec. 4.3) where the job logged one (only logs that also have
+``*/recon`` columns, where ``test/nll`` means -log p(x)), else empty. The job is labelled by its
+overrides (``.hydra/overrides.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+RATE_KEY = "train/kl"
+DISTORTION_KEYS = ("train/recon", "train/nll")  # the first present wins (older logs: train/nll)
+NLL_KEY = "test/nll"
+FIELDS = ("job", "label", "rate", "distortion", "nll", "negative_elbo", "step", "metrics_csv")
+
+
+def _column(rows: list[dict[str, str]], key: str, last: int) -> float:
+    """Mean of the last ``last`` non-empty values of column ``key`` (NaN if none)."""
+    values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+    values = [v for v in values if math.isfinite(v)][-last:]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _label(job: Path) -> str:
+    path = job / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return " ".join(str(o) for o in overrides) if overrides else job.name
+
+
+def read_job(job: Path, last: int = 5) -> dict[str, object] | None:
+    """One row of ``FIELDS`` for the job folder ``job``, or None if it has no ``metrics.csv``."""
+    found = sorted(job.rglob("metrics.csv"))
+    if not found:
+        return None
+    with found[0].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = set(rows[0]) if rows else set()
+    distortion_key = next((k for k in DISTORTION_KEYS if k in header), DISTORTION_KEYS[0])
+    rate, distortion = _column(rows, RATE_KEY, last), _column(rows, distortion_key, last)
+    has_recon = any(k.endswith("/recon") for k in header)
+    nll = _column(rows, NLL_KEY, 1) if has_recon else math.nan
+    steps = [int(float(r["step"])) for r in rows if r.get("step") not in (None, "")]
+    return {
+        "job": job.name,
+        "label": _label(job),
+        "rate": rate,
+        "distortion": distortion,
+        "nll": nll,
+        "negative_elbo": rate + distortion,
+        "step": max(steps) if steps else "",
+        "metrics_csv": str(found[0]),
+    }
+
+
+def collect(sweep_dir: str | Path, last: int = 5) -> list[dict[str, object]]:
+    """Rows for every job of ``sweep_dir`` (sorted by job name) that has a ``metrics.csv``.
+
+    Raises:
+        FileNotFoundError: ``sweep_dir`` is missing, or none of its jobs has logged metrics.
+    """
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"sweep dir {sweep} does not exist; pass multirun/<...>/<date>")
+    jobs = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=_job_order)
+    rows = [r for r in (read_job(j, last) for j in jobs) if r is not None]
+    if not rows:
+        raise FileNotFoundError(
+            f"no job under {sweep} has a metrics.csv (found {len(jobs)} job folders with "
+            ".hydra/); run the sweep with the CSV logger (logger=csv, the default) first"
+        )
+    return rows
+
+
+def _job_order(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (1 << 30, path.name)
+
+
+def plot_rate_distortion(rows: list[dict[str, object]]) -> Figure:
+    """Fig. 19: distortion vs rate coloured by NLL (left), NLL (or -ELBO) vs rate (right)."""
+    rate = [float(r["rate"]) for r in rows]
+    dist = [float(r["distortion"]) for r in rows]
+    nll = [float(r["nll"]) for r in rows]
+    have_nll = any(math.isfinite(v) for v in nll)
+    fig, (ax_rd, ax_n) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    if have_nll:
+        pts = ax_rd.scatter(rate, dist, c=nll, cmap="viridis", s=40, zorder=3)
+        fig.colorbar(pts, ax=ax_rd, fraction=0.046, pad=0.04, label="test NLL (nats)")
+    else:
+        ax_rd.scatter(rate, dist, s=40, zorder=3)
+    for r, x, y in zip(rows, rate, dist, strict=True):
+        ax_rd.annotate(str(r["job"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    finite = [(x, y) for x, y in zip(rate, dist, strict=True) if math.isfinite(x + y)]
+    if finite:  # lines of equal -ELBO = rate + distortion
+        lo, hi = min(x + y for x, y in finite), max(x + y for x, y in finite)
+        for total in {lo, hi}:
+            xs = [0.0, total]
+            ax_rd.plot(xs, [total - x for x in xs], ls=":", lw=0.8, color="0.5", zorder=1)
+        ax_rd.set_xlim(0, max(x for x, _ in finite) * 1.1 + 1e-9)
+        ax_rd.set_ylim(min(y for _, y in finite) * 0.9, max(y for _, y in finite) * 1.1 + 1e-9)
+    ax_rd.set_xlabel("rate: KL term (nats)")
+    ax_rd.set_ylabel("distortion: E_q[-log p(x|z)] (nats)")
+    ax_rd.set_title("rate vs distortion (dotted: equal -ELBO)", fontsize=9)
+    y = nll if have_nll else [float(r["negative_elbo"]) for r in rows]
+    ax_n.scatter(rate, y, s=40, color="tab:red")
+    for r, a, b in zip(rows, rate, y, strict=True):
+        ax_n.annotate(str(r["job"]), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax_n.set_xlabel("rate: KL term (nats)")
+    ax_n.set_ylabel("test NLL (nats)" if have_nll else "-ELBO = rate + distortion (train, nats)")
+    ax_n.set_title("NLL vs rate" if have_nll else "no test/nll logged: -ELBO vs rate", fontsize=9)
+    return fig
+
+
+def write_report(rows: list[dict[str, object]], out_dir: str | Path) -> tuple[Path, Path]:
+    """``out_dir/rate_distortion.csv`` and ``.png``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "rate_distortion.csv", out / "rate_distortion.png"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    fig = plot_rate_distortion(rows)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return csv_path, png_path
+
+
+def main(argv: list[str] | None = None) -> tuple[Path, Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a multirun folder: multirun/<...>/<date_time>")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--last", type=int, default=5, help="average the last N logged values")
+    args = parser.parse_args(argv)
+    if args.last < 1:
+        parser.error(f"--last must be >= 1, got {args.last}")
+    rows = collect(args.sweep_dir, args.last)
+    paths = write_report(rows, args.out)
+    for r in rows:
+        print(
+            f"{r['job']:>4}  rate {float(r['rate']):9.3f}  distortion {float(r['distortion']):9.3f}"
+            f"  nll {float(r['nll']):9.3f}  {r['label']}"
+        )
+    print(f"written: {paths[0]}, {paths[1]}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
