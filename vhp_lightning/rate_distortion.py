@@ -101,11 +101,17 @@ def plot_rate_distortion(rows: list[dict[str, object]]) -> Figure:
     nll = [float(r["nll"]) for r in rows]
     have_nll = any(math.isfinite(v) for v in nll)
     fig, (ax_rd, ax_n) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    known = [math.isfinite(v) for v in nll]
     if have_nll:
-        pts = ax_rd.scatter(rate, dist, c=nll, cmap="viridis", s=40, zorder=3)
+        sel = [i for i, k in enumerate(known) if k]
+        pts = ax_rd.scatter([rate[i] for i in sel], [dist[i] for i in sel],
+                            c=[nll[i] for i in sel], cmap="viridis", s=40, zorder=3)  # fmt: skip
         fig.colorbar(pts, ax=ax_rd, fraction=0.046, pad=0.04, label="test NLL (nats)")
-    else:
-        ax_rd.scatter(rate, dist, s=40, zorder=3)
+    rest = [i for i, k in enumerate(known) if not k]  # no NLL logged: hollow grey
+    ax_rd.scatter([rate[i] for i in rest], [dist[i] for i in rest], s=40, zorder=3,
+                  facecolors="none", edgecolors="0.4", label="no test NLL")  # fmt: skip
+    if rest and have_nll:
+        ax_rd.legend(fontsize=7)
     for r, x, y in zip(rows, rate, dist, strict=True):
         ax_rd.annotate(str(r["job"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     finite = [(x, y) for x, y in zip(rate, dist, strict=True) if math.isfinite(x + y)]
@@ -120,7 +126,7 @@ def plot_rate_distortion(rows: list[dict[str, object]]) -> Figure:
     ax_rd.set_ylabel("distortion: E_q[-log p(x|z)] (nats)")
     ax_rd.set_title("rate vs distortion (dotted: equal -ELBO)", fontsize=9)
     y = nll if have_nll else [float(r["negative_elbo"]) for r in rows]
-    ax_n.scatter(rate, y, s=40, color="tab:red")
+    ax_n.scatter(rate, y, s=40, color="tab:red")  # NaN NLLs are left out
     for r, a, b in zip(rows, rate, y, strict=True):
         ax_n.annotate(str(r["job"]), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax_n.set_xlabel("rate: KL term (nats)")
