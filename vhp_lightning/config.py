@@ -1,16 +1,20 @@
-"""Config plumbing: OmegaConf resolvers, instantiating config groups, and early validation."""
+"""Config plumbing: resolvers, instantiating config groups, early validation, secret redaction."""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vhp_lightning.checkpoint import load_checkpoint
-
 CONFIG_MODULE = "vhp_lightning.conf"  # where the Hydra configs live (the repo's `conf/`)
+
+# Config keys whose values are secrets: never written to saved configs, checkpoints or logs.
+SECRET_KEY = re.compile(r"key|token|secret|passw(or)?d", re.IGNORECASE)
+REDACTED = "<redacted>"
 
 
 def _prod(values: Any) -> int:
@@ -36,8 +40,41 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that need no model or data: fail before anything expensive starts."""
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # raises CheckpointError naming the problem and the fix
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    resume = cfg.get("resume", False)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be true or false, got {resume!r}")
+    if resume and cfg.get("ckpt_path") not in (None, "last"):
+        raise ValueError(
+            f"resume=true and ckpt_path={cfg.ckpt_path} both given: resume=true picks the last "
+            "checkpoint of this run dir; pass one of them, not both."
+        )
+
+
+def is_secret(key: Any) -> bool:
+    """Whether a config key names a secret: ``*key*``, ``*token*``, ``*secret*``, ``*password*``."""
+    return isinstance(key, str) and bool(SECRET_KEY.search(key))
+
+
+def redact(node: Any) -> Any:
+    """A copy of a plain (resolved) config with the value of every secret key replaced."""
+    if isinstance(node, Mapping):
+        return {
+            k: REDACTED if is_secret(k) and v is not None else redact(v) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    return node
+
+
+def redact_override(override: str) -> str:
+    """``+a.api_key=abc`` -> ``+a.api_key=<redacted>``; other overrides are returned unchanged."""
+    key, sep, _ = override.partition("=")
+    return f"{key}={REDACTED}" if sep and is_secret(key.rsplit(".", 1)[-1]) else override
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers, secrets redacted: what we store and log."""
+    return redact(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[return-value]

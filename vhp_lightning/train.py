@@ -7,24 +7,46 @@ Examples::
     python -m vhp_lightning.train trainer.max_steps=2000 logger=wandb
     python -m vhp_lightning.train -m optim.kappa=0.02,0.05         # a sweep
     python -m vhp_lightning.train ckpt_path=outputs/.../checkpoints/last.ckpt  # resume
+    python -m vhp_lightning.train hydra.run.dir=outputs/<date>/<time> resume=true  # same
+
+A SIGTERM (cluster pre-emption) or Ctrl-C writes ``<run dir>/checkpoints/last.ckpt``; resuming
+from it replays the interrupted epoch exactly (``callbacks/run_state.py``), so the resumed run
+ends equal to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from vhp_lightning.checkpoint import AtomicCheckpointIO
-from vhp_lightning.config import instantiate_group, validate
+from callbacks.run_state import resumable_train_loader
+from vhp_lightning.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+)
+from vhp_lightning.config import (
+    REDACTED,
+    instantiate_group,
+    is_secret,
+    plain_config,
+    redact_override,
+    validate,
+)
 from vhp_lightning.module import VHPModule
 
 log = logging.getLogger(__name__)
@@ -38,14 +60,22 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build everything from ``cfg``, fit (and test), return the final metrics."""
     validate(cfg)
+    _redact_saved_config()
+    ckpt_path = resolve_ckpt_path(cfg)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None  # fails early, naming the fix
+    config = plain_config(cfg)  # resolved, secrets redacted: stored in checkpoints and logged
     pl.seed_everything(cfg.seed, workers=True)
     scheme = instantiate(cfg.optim.scheme)  # validates kappa, nu, ... before any heavy work
     datamodule = instantiate(cfg.dataset)
+    resumable_train_loader(datamodule, seed=cfg.seed)  # exact mid-epoch resume
     module = VHPModule(
         model=instantiate(cfg.model),
         optimizer=instantiate(cfg.optim.optimizer),
-        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        config=config,
     )
+    if ckpt is not None:
+        check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
+        del ckpt
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
@@ -57,11 +87,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         plugins=[AtomicCheckpointIO()],
     )
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        lg.log_hyperparams(config)
     try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics = _floats(trainer.callback_metrics)
         if not trainer.fast_dev_run and not trainer.interrupted:
             if "val/loss" not in metrics:  # the last step was not a validation step
@@ -74,6 +102,71 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _finish_wandb(loggers)
     _report(trainer, scheme, metrics)
     return metrics
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where this run writes ``last.ckpt``: the checkpoint callback's folder, else
+    ``<run dir>/checkpoints``."""
+    callbacks = cfg.get("callbacks") or {}
+    for name in ("model_checkpoint", "save_on_interrupt"):
+        if callbacks.get(name) and callbacks[name].get("dirpath"):
+            return Path(callbacks[name].dirpath)
+    return Path(HydraConfig.get().runtime.output_dir) / "checkpoints"
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path=<file>``, or ``ckpt_path=last`` / ``resume=true``
+    = ``last.ckpt`` of this run dir (``ckpt_path=last`` requires it; ``resume=true`` starts fresh
+    when there is none yet, so a re-queued cluster job can always pass it)."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "last"):
+        return str(ckpt)
+    if ckpt != "last" and not cfg.get("resume", False):
+        return None
+    last = checkpoint_dir(cfg) / "last.ckpt"
+    if last.is_file():
+        log.info("Resuming from %s", last)
+        return str(last)
+    if ckpt == "last":
+        raise CheckpointError(
+            f"ckpt_path=last: this run dir has no checkpoint ({last} does not exist). Point "
+            "hydra.run.dir at the run to resume (hydra.run.dir=outputs/<date>/<time>), pass "
+            "ckpt_path=<file>, or use resume=true to start fresh when there is none."
+        )
+    log.info("resume=true: no checkpoint in %s yet, starting fresh", last.parent)
+    return None
+
+
+def _redact_saved_config() -> None:
+    """Rewrite Hydra's ``.hydra/{config,overrides,hydra}.yaml`` with secret values redacted."""
+    if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        data = yaml.safe_load(path.read_text())
+        clean = _redact_tree(data)
+        if clean != data:
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text(yaml.safe_dump(clean, sort_keys=False))
+            tmp.replace(path)
+
+
+def _redact_tree(node: Any) -> Any:
+    """Secret keys' values and ``key=value`` overrides of secret keys, redacted (a copy)."""
+    if isinstance(node, dict):
+        return {
+            k: REDACTED if is_secret(k) and v is not None else _redact_tree(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_redact_tree(v) for v in node]
+    if isinstance(node, str):
+        return ",".join(redact_override(part) for part in node.split(","))
+    return node
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -93,7 +186,9 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
     if trainer.global_rank != 0:
         return
     switch = getattr(scheme, "switch_step", None)
-    lines = [f"Finished at step {trainer.global_step}; beta = {getattr(scheme, 'beta', 1.0):.4g}"]
+    # Under ddp_spawn the scheme ran in the worker processes: its logged beta is the current one.
+    beta = metrics.get(f"{getattr(scheme, 'name', '')}/beta", getattr(scheme, "beta", 1.0))
+    lines = [f"Finished at step {trainer.global_step}; beta = {beta:.4g}"]
     if switch is not None:
         lines.append(f"Main phase (prior training) started at step {switch}")
     for key in ("val/loss", "test/loss", "test/rmse"):
@@ -112,8 +207,14 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
 
 @hydra.main(version_base="1.3", config_path="pkg://vhp_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val/loss so sweepers (Optuna) can minimise it."""
-    metrics = train(cfg)
+    """Hydra entry point; returns val/loss (the beta = 1 bound -ELBO on the validation split) so
+    sweepers (Optuna) can minimise it. A SIGTERM exits with status 143 after the checkpoint."""
+    sys.argv[1:] = [redact_override(a) for a in sys.argv[1:]]  # W&B records the command line
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:
+        log.error("Stopped by SIGTERM; resume with resume=true (same hydra.run.dir) or ckpt_path.")
+        sys.exit(128 + signal.SIGTERM)
     return metrics.get("val/loss")
 
 
