@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -33,6 +35,10 @@ class VHPModule(pl.LightningModule):
         beta: initial weight of the KL term (a scheme callback overrides it).
         train_prior: initial phase flag (a scheme callback overrides it).
         config: the resolved run config, stored in checkpoints for reloading (optional).
+        nll_samples: S of the importance-sampled ``test/nll`` (sec. 4.3); 0 turns it off. The
+            paper's S = 5000 is ``vhp_lightning.evaluate``'s default; the end-of-training test
+            uses fewer so it stays cheap.
+        nll_chunk_size: decoder evaluations (images x samples) per forward pass of ``test/nll``.
     """
 
     def __init__(
@@ -43,6 +49,8 @@ class VHPModule(pl.LightningModule):
         beta: float = 1.0,
         train_prior: bool = True,
         config: dict[str, Any] | None = None,
+        nll_samples: int = 100,
+        nll_chunk_size: int = 1000,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -53,6 +61,10 @@ class VHPModule(pl.LightningModule):
         self.train_prior = bool(train_prior)
         self.config = config
         self._has_prior = any(True for _ in model.prior_parameters())
+        if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
+            raise ValueError(f"nll_samples must be an integer >= 0 (0 = off), got {nll_samples!r}")
+        self.nll_samples, self.nll_chunk_size = nll_samples, int(nll_chunk_size)
+        self.test_nll = MeanNLL()  # summed across processes: correct under DDP
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -96,6 +108,11 @@ class VHPModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step("test", batch)
+        if self.nll_samples:  # importance-sampled -log p(x), S = nll_samples (sec. 4.3)
+            x = _inputs(batch)
+            log_px = log_likelihood_batched(self.model, x, self.nll_samples, self.nll_chunk_size)
+            self.test_nll.update(log_px)
+            self.log("test/nll", self.test_nll, on_step=False, on_epoch=True)
 
     def _eval_step(self, stage: str, batch: Any) -> None:
         parts = self.model.loss(_inputs(batch), beta=1.0)
@@ -116,6 +133,9 @@ class VHPModule(pl.LightningModule):
         )
         scalars = {f"{stage}/{k}": v.detach() for k, v in parts.items() if v.dim() == 0}
         scalars[f"{stage}/rmse"] = scalars.pop(f"{stage}/constraint").clamp(min=0).sqrt()
+        # The model's "nll" part is the reconstruction term E_q[-log p(x|z)]; "<stage>/nll" is
+        # kept for the importance-sampled -log p(x) of Table 2 (test_step).
+        scalars[f"{stage}/recon"] = scalars.pop(f"{stage}/nll")
         self.log_dict(scalars, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
 
     # --- checkpoints --------------------------------------------------------------------------
