@@ -1,0 +1,197 @@
+"""Use a trained model from Python, no Hydra involved: ``vhp_lightning.load(path)``.
+
+    >>> import vhp_lightning
+    >>> m = vhp_lightning.load("outputs/<date>/<time>/checkpoints/last.ckpt")
+    >>> mean, logvar = m.encode(x)            # x: (B, *data_shape) -> (B, latent_dim) each
+    >>> x_hat = m.decode(mean)                # (B, *data_shape), E[x|z]
+    >>> m.sample(16)                          # (16, *data_shape)
+    >>> m.log_likelihood(x, samples=5000)     # (B,) nats, importance-sampled (sec. 4.3)
+    >>> m.interpolate(x[0], x[1]).decoded     # graph interpolation (sec. 2.3)
+
+The model is rebuilt from the config the checkpoint stores (``VHPModule`` writes it as
+``vhp_config``), through the ``_target_`` allow-list of ``vhp_lightning.safe_instantiate``, and
+the weights are read with ``weights_only=True``: loading a shared checkpoint runs no foreign code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.interpolation import InterpolationResult, interpolate
+from vhp_lightning.metrics import log_likelihood_batched
+from vhp_lightning.safe_instantiate import check_targets, safe_instantiate, to_plain
+
+
+class TrainedModel:
+    """A trained model (``vhp_lightning.models``) in eval mode, with its run config.
+
+    Every method runs without gradients and accepts tensors (or arrays) on any device; results
+    are on ``self.device``. ``data_shape`` is one example's shape, e.g. ``(1, 28, 28)``.
+
+    Attributes:
+        model: the ``nn.Module`` (``VHP``, ``VAE``, ``IWAE``, ``IWAE2``, ``VampPrior``).
+        config: the resolved run config it was trained with (read-only ``DictConfig``).
+        data_shape: shape of one example, from ``config.dataset.data_shape``.
+        beta, train_prior: the beta-scheme state when the checkpoint was written.
+        global_step: the training step of the checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Mapping[str, Any],
+        beta: float = 1.0,
+        train_prior: bool = True,
+        global_step: int = 0,
+    ) -> None:
+        self.model = model.eval()
+        self.config: DictConfig = OmegaConf.create(dict(config))
+        OmegaConf.set_readonly(self.config, True)
+        shape = self.config.get("dataset", {}).get("data_shape")
+        self.data_shape: tuple[int, ...] | None = tuple(int(d) for d in shape) if shape else None
+        self.beta, self.train_prior, self.global_step = beta, train_prior, global_step
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainedModel({type(self.model).__name__}, data_shape={self.data_shape}, "
+            f"step={self.global_step}, beta={self.beta:.3g}, device={self.device})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> TrainedModel:
+        self.model.to(device)
+        return self
+
+    def _tensor(self, x: Any) -> torch.Tensor:
+        param = next(self.model.parameters())
+        return torch.as_tensor(x).to(device=param.device, dtype=param.dtype)
+
+    def _unflatten(self, x_flat: torch.Tensor) -> torch.Tensor:
+        return x_flat.view(-1, *self.data_shape) if self.data_shape else x_flat
+
+    @torch.no_grad()
+    def encode(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """q_phi(z|x): ``x: (B, *data_shape)`` -> ``(mean, logvar)``, each ``(B, latent_dim)``."""
+        return self.model.encode(self._tensor(x))
+
+    @torch.no_grad()
+    def decode(self, z: Any) -> torch.Tensor:
+        """E[x|z] (Bernoulli probabilities or Gaussian means): ``z: (B, latent_dim)`` ->
+        ``(B, *data_shape)``."""
+        return self._unflatten(self.model.decode(self._tensor(z)))
+
+    @torch.no_grad()
+    def sample_prior(self, n: int) -> torch.Tensor:
+        """z ~ p(z) (the learned hierarchical prior for the VHP, eq. 13): ``(n, latent_dim)``."""
+        return self.model.sample_prior(n)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """E[x|z] for ``n`` prior samples z: ``(n, *data_shape)``."""
+        return self._unflatten(self.model.sample(n))
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Any, samples: int = 5000, chunk_size: int = 1000) -> torch.Tensor:
+        """Importance-sampled log p(x) in nats with S = ``samples`` (sec. 4.3; for the two-layer
+        models (z, zeta) are sampled jointly): ``x: (B, *data_shape)`` -> ``(B,)``.
+        ``chunk_size`` bounds the decoder evaluations (images x samples) per forward pass."""
+        return log_likelihood_batched(self.model, self._tensor(x), samples, chunk_size)
+
+    def interpolate(
+        self,
+        x_a: Any,
+        x_b: Any,
+        n_nodes: int = 1000,
+        n_neighbors: int = 18,
+        seed: int | None = None,
+    ) -> InterpolationResult:
+        """Graph-based interpolation between two examples ``x_a, x_b: (*data_shape)`` (sec. 2.3):
+        a k-NN graph over ``n_nodes`` prior samples, the shortest path between the posterior
+        means, decoded. ``result.decoded`` is ``(P, D)``, ``result.path`` ``(P, latent_dim)``."""
+        return interpolate(
+            self.model,
+            self._tensor(x_a),
+            self._tensor(x_b),
+            n_nodes=n_nodes,
+            n_neighbors=n_neighbors,
+            seed=seed,
+        )
+
+    def datamodule(self, **overrides: Any) -> Any:
+        """The run's DataModule, rebuilt from the stored config with ``overrides`` (e.g.
+        ``data_dir=...``, ``eval_batch_size=...``) through the same allow-list."""
+        node = OmegaConf.to_container(self.config, resolve=True)["dataset"]  # type: ignore[index]
+        return safe_instantiate({**node, **overrides})
+
+
+def _model_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``model.*`` entries of a ``VHPModule`` state dict, prefix removed."""
+    return {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """``model.load_state_dict(state)`` after a comparison whose error names every mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label}: {', '.join(items[:5])}{more}")
+        raise CheckpointError(
+            f"the weights in {where} do not fit the model its config builds "
+            f"({type(model).__name__}) — {'; '.join(parts)}. The checkpoint comes from another "
+            "model or config version; load it with the code and config it was trained with."
+        )
+    model.load_state_dict(state)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedModel:
+    """Load a checkpoint written by ``vhp_lightning.train`` as a ``TrainedModel`` in eval mode.
+
+    Raises ``CheckpointError`` (missing/corrupt/unsafe file, no stored config, weights that do
+    not fit) or ``UnsafeConfigError`` (a ``_target_`` outside the allow-list) before any code
+    from the checkpoint runs.
+    """
+    ckpt = load_checkpoint(path, map_location=str(map_location))
+    stored = ckpt.get("vhp_config")
+    if not stored:
+        raise CheckpointError(
+            f"{path} stores no run config ('vhp_config'); it was not written by "
+            "vhp_lightning.train. Build the model yourself and load its 'state_dict'."
+        )
+    config = to_plain(stored)
+    check_targets(config)  # the whole config, before anything is instantiated
+    if not isinstance(config.get("model"), Mapping) or "_target_" not in config["model"]:
+        raise CheckpointError(f"the config stored in {path} has no model._target_")
+    model = safe_instantiate(config["model"])
+    load_weights(model, _model_state(ckpt["state_dict"]), str(path))
+    model.to(map_location)
+    beta = ckpt.get("vhp_beta") or {}
+    return TrainedModel(
+        model,
+        config,
+        beta=float(beta.get("beta", 1.0)),
+        train_prior=bool(beta.get("train_prior", True)),
+        global_step=int(ckpt.get("global_step", 0)),
+    )
+
+
+__all__ = ["TrainedModel", "load", "load_weights"]
