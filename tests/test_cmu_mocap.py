@@ -12,6 +12,7 @@ import torch
 from datamodules.asf_amc import parse_amc, parse_asf, read_motion
 from datamodules.cmu_mocap import (
     CMU_URL,
+    DEFAULT_MOTIONS,
     DROPPED_CHANNELS,
     FEATURE_CHANNELS,
     CMUMocapDataModule,
@@ -201,3 +202,14 @@ def test_staged_cmu_files_give_five_motions() -> None:
     y = torch.cat([s.tensors[1] for s in dm.splits.values()])
     assert y.bincount().tolist() == [358, 141, 1086, 3261, 1102]
     assert dm.splits["train"].tensors[0].shape[1] == 50
+
+
+def test_config_is_the_app_f_setting_and_lists_the_default_motions(compose_cfg) -> None:
+    cfg = compose_cfg("dataset=cmu_mocap", "data_dir=/data", tiny=False)
+    assert cfg.dataset.data_dir == "/data/cmu_mocap"
+    assert [dict(m) for m in cfg.dataset.motions] == DEFAULT_MOTIONS
+    assert cfg.model.encoder.in_dim == 50 and cfg.model.encoder.out_dim == 2
+    assert cfg.model.encoder.hidden == [256, 256, 256, 256]
+    assert cfg.model.likelihood._target_.endswith("GaussianLikelihood")
+    assert (cfg.optim.scheme.kappa, cfg.optim.scheme.nu, cfg.model.n_importance) == (0.02, 1.0, 32)
+    assert cfg.optim.optimizer.lr == 1e-4

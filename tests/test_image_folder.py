@@ -87,3 +87,14 @@ def test_shapes_are_deterministic_and_rotate() -> None:
     img = render_shapes(ids, torch.tensor([0.0, np.pi / 2]))
     assert torch.allclose(torch.rot90(img[0, 0], 1), img[1, 0], atol=1e-5)
     assert 0.05 < img[0].mean() < 0.5  # an object, not an empty or full frame
+
+
+@pytest.mark.parametrize("dataset", ["image_folder", "shapes64"])
+def test_config_is_the_app_f_faces_setting(compose_cfg, dataset: str) -> None:
+    cfg = compose_cfg(f"dataset={dataset}", tiny=False)
+    assert cfg.model.encoder._target_.endswith("ConvEncoder")
+    assert cfg.model.decoder._target_.endswith("ConvDecoder")
+    assert cfg.model.encoder.channels == [32, 48, 64, 96] and cfg.model.encoder.out_dim == 32
+    assert cfg.model.likelihood._target_.endswith("BernoulliLikelihood")
+    assert (cfg.optim.scheme.kappa, cfg.optim.scheme.nu, cfg.optim.optimizer.lr) == (0.2, 1.0, 5e-4)
+    assert tuple(cfg.dataset.data_shape) == (1, 64, 64)
