@@ -273,7 +273,7 @@ def test_table2_report_puts_ours_beside_the_paper(tmp_path: Path) -> None:
         "trainer: {limit_test_batches: 2}\nnll_samples: 100\n"
     )
     (job / "csv").mkdir()
-    (job / "csv" / "metrics.csv").write_text("step,train/loss,test/nll\n5,1.0,\n40,,88.125\n")
+    (job / "csv" / "metrics.csv").write_text("step,train/recon,test/nll\n5,1.0,\n40,,88.125\n")
     out = report_main(["table2", str(tmp_path), "--out", str(tmp_path / "t2.md")])
     text = out.read_text()
     assert "| VHP + REWO | 78.88 | 79.50 |" in text

@@ -104,10 +104,14 @@ def _table2_row(model: str | None, scheme: str | None) -> str | None:
 
 
 def _last_value(metrics_csv: Path, key: str) -> tuple[float, int] | None:
-    """The last logged ``key`` of a CSVLogger file and its step."""
+    """The last logged ``key`` of a CSVLogger file and its step. Logs without ``*/recon``
+    columns predate ``test/nll`` = -log p(x) (it was the reconstruction term): skipped."""
     found = None
     with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        if not any(name.endswith("/recon") for name in reader.fieldnames or ()):
+            return None
+        for row in reader:
             if row.get(key):
                 found = (float(row[key]), int(float(row.get("step") or 0)))
     return found
