@@ -9,8 +9,10 @@ figures to TensorBoard/W&B when those loggers are active.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
@@ -84,8 +86,9 @@ class InterpolationAnalysis(Callback):
             plt.close(fig)
         return self.summary
 
-    def _collect(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The split's data points ``(N, *data_shape)`` and labels ``(N,)`` (or None)."""
+    def _collect(self, trainer: pl.Trainer) -> tuple[torch.Tensor, Any]:
+        """The split's data points ``(N, *data_shape)`` and labels ``(N,)`` (or None); class
+        labels become the datamodule's ``motion_names`` / ``class_names`` when it has them."""
         dm = trainer.datamodule
         if dm is None:
             raise RuntimeError("InterpolationAnalysis needs a LightningDataModule (datamodule=)")
@@ -101,7 +104,12 @@ class InterpolationAnalysis(Callback):
                 if self.max_points is not None and n >= self.max_points:
                     break
         x = torch.cat(xs)[: self.max_points]
-        labels = None if any(y is None for y in ys) else torch.cat(ys)[: self.max_points]
+        if any(y is None for y in ys):
+            return x, None
+        labels = torch.cat(ys)[: self.max_points]
+        names = getattr(dm, "motion_names", None) or getattr(dm, "class_names", None)
+        if names and not labels.is_floating_point():  # class names for the legends (Fig. 17)
+            return x, np.asarray([str(n) or "(root)" for n in names])[labels.numpy()]
         return x, labels
 
 

@@ -170,3 +170,15 @@ def test_experiment_sweeps_models_with_the_same_paper_nets(compose_cfg, name: st
             model = instantiate(cfg.model)
             out = model.loss(torch.rand(4, *data_shape), beta=0.5)
             assert torch.isfinite(out["loss"])
+
+
+def test_callback_collects_points_with_class_names(tmp_path: Path) -> None:
+    from callbacks.interpolation import InterpolationAnalysis
+    from datamodules.image_folder import ShapesDataModule
+
+    class Trainer:
+        datamodule = ShapesDataModule(n_samples=40, val_fraction=0.25, test_fraction=0.25)
+
+    x, labels = InterpolationAnalysis(str(tmp_path), max_points=7)._collect(Trainer())
+    assert x.shape == (7, 1, 64, 64)
+    assert set(labels) <= {"arrow", "L", "key", "flag"} and len(labels) == 7
