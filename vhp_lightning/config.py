@@ -59,13 +59,16 @@ def is_secret(key: Any) -> bool:
 
 
 def redact(node: Any) -> Any:
-    """A copy of a plain (resolved) config with the value of every secret key replaced."""
+    """A copy of a plain config with the value of every secret key replaced, also inside override
+    strings (``a.api_key=abc`` in ``hydra.overrides`` or an ``override_dirname``)."""
     if isinstance(node, Mapping):
         return {
             k: REDACTED if is_secret(k) and v is not None else redact(v) for k, v in node.items()
         }
     if isinstance(node, list):
         return [redact(v) for v in node]
+    if isinstance(node, str) and "=" in node:
+        return ",".join(redact_override(part) for part in node.split(","))
     return node
 
 

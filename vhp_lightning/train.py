@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -40,10 +40,9 @@ from vhp_lightning.checkpoint import (
     load_checkpoint,
 )
 from vhp_lightning.config import (
-    REDACTED,
     instantiate_group,
-    is_secret,
     plain_config,
+    redact,
     redact_override,
     validate,
 )
@@ -76,7 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt is not None:
         check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
         del ckpt
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_group(OmegaConf.create(config.get("logger") or {}))  # no secrets
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
@@ -148,25 +147,11 @@ def _redact_saved_config() -> None:
         if not path.is_file():
             continue
         data = yaml.safe_load(path.read_text())
-        clean = _redact_tree(data)
+        clean = redact(data)
         if clean != data:
             tmp = path.with_name(f".{name}.tmp")
             tmp.write_text(yaml.safe_dump(clean, sort_keys=False))
             tmp.replace(path)
-
-
-def _redact_tree(node: Any) -> Any:
-    """Secret keys' values and ``key=value`` overrides of secret keys, redacted (a copy)."""
-    if isinstance(node, dict):
-        return {
-            k: REDACTED if is_secret(k) and v is not None else _redact_tree(v)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_redact_tree(v) for v in node]
-    if isinstance(node, str):
-        return ",".join(redact_override(part) for part in node.split(","))
-    return node
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
