@@ -1,4 +1,5 @@
-"""DDP on CPU (2 processes, gloo) equals one process with the same global batch.
+"""Scale-out on CPU: DDP (2 processes, gloo) equals one process with the same global batch;
+bf16-mixed precision keeps the bounds in float32.
 
 What differs between the runs is only how the work is split: rank r gets every other example of
 each global batch (``DistributedSampler``, no shuffling), computes the batch mean on its half,
@@ -120,3 +121,22 @@ def test_two_processes_match_one_process_with_the_same_global_batch(compose_cfg,
         torch.testing.assert_close(two["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     # the validation bound, averaged across the two processes
     assert m2["val/loss"] == pytest.approx(m1["val/loss"], rel=1e-5)
+
+
+def test_bf16_mixed_on_cpu_keeps_the_bounds_in_float32(compose_cfg, monkeypatch) -> None:
+    """trainer.precision=bf16-mixed: the networks run in bf16 (autocast), every loss part the
+    model returns (log-weights, logsumexp, KL) is float32, and training runs and stays finite."""
+    seen: list[tuple[torch.dtype, dict[str, torch.dtype]]] = []
+    loss = VHP.loss
+
+    def recording_loss(self: VHP, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        z_mean, _ = self.encode(x)
+        parts = loss(self, x, beta)
+        seen.append((z_mean.dtype, {k: v.dtype for k, v in parts.items()}))
+        return parts
+
+    monkeypatch.setattr(VHP, "loss", recording_loss)
+    metrics = train(compose_cfg("trainer.precision=bf16-mixed", "trainer.accelerator=cpu"))
+    assert seen and all(net == torch.bfloat16 for net, _ in seen)  # autocast reached the nets
+    assert all(set(parts.values()) == {torch.float32} for _, parts in seen)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
