@@ -11,8 +11,8 @@ exactly as on the ``vhp-train`` command line. Writes into ``--out``:
 * ``interpolation_graph.png``, ``interpolation_strip.png`` - the graph-based interpolation
   between two opposite pendulum positions (sec. 2.3, Fig. 3-4).
 
-The pendulum needs about 20k steps before its latent map is a clean ring (``docs/pendulum.md``);
-a few thousand steps already show REWO's phase switch and a rough ring.
+A short run shows the workflow; the paper's figures come from full runs (30 000 steps and more,
+``experiment=pendulum_rewo``; measured times and results in ``docs/pendulum.md``).
 """
 
 from __future__ import annotations
