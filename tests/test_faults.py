@@ -294,7 +294,7 @@ def test_secrets_never_reach_saved_configs_checkpoints_or_logs(tmp_path) -> None
             *RESUMABLE,
             "trainer.max_steps=3",
             "logger=[csv,tensorboard,wandb]",
-            f"+auth.api_token={cli_secret}",
+            f"+secrets.api_token={cli_secret}",
             f"hydra.run.dir={run}",
         ],
         cwd=tmp_path,
@@ -313,6 +313,6 @@ def test_secrets_never_reach_saved_configs_checkpoints_or_logs(tmp_path) -> None
         assert env_secret.encode() not in data, path
     saved = (run / ".hydra" / "config.yaml").read_text()
     assert "api_token: <redacted>" in saved
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["vhp_config"]["auth"] == {
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["vhp_config"]["secrets"] == {
         "api_token": "<redacted>"
     }

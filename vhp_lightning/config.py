@@ -61,9 +61,10 @@ def is_secret(key: Any) -> bool:
 def redact(node: Any) -> Any:
     """A copy of a plain config with the value of every secret key replaced, also inside override
     strings (``a.api_key=abc`` in ``hydra.overrides`` or an ``override_dirname``)."""
-    if isinstance(node, Mapping):
+    if isinstance(node, Mapping):  # a secret is a scalar; under a secret-named section, recurse
         return {
-            k: REDACTED if is_secret(k) and v is not None else redact(v) for k, v in node.items()
+            k: REDACTED if is_secret(k) and isinstance(v, (str, int, float)) else redact(v)
+            for k, v in node.items()
         }
     if isinstance(node, list):
         return [redact(v) for v in node]
