@@ -30,6 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.run_state import resumable_train_loader
@@ -170,10 +171,15 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if trainer.global_rank != 0:
         return
-    switch = getattr(scheme, "switch_step", None)
-    # Under ddp_spawn the scheme ran in the worker processes: its logged beta is the current one.
+    # Under ddp_spawn training ran in worker processes: this process's trainer and scheme did not
+    # advance; the logged beta and the checkpoint on disk are the results.
+    spawned = isinstance(trainer.strategy.launcher, _MultiProcessingLauncher)
+    switch = None if spawned else getattr(scheme, "switch_step", None)
     beta = metrics.get(f"{getattr(scheme, 'name', '')}/beta", getattr(scheme, "beta", 1.0))
-    lines = [f"Finished at step {trainer.global_step}; beta = {beta:.4g}"]
+    where = (
+        f"in {trainer.world_size} worker processes" if spawned else f"at step {trainer.global_step}"
+    )
+    lines = [f"Finished {where}; beta = {beta:.4g}"]
     if switch is not None:
         lines.append(f"Main phase (prior training) started at step {switch}")
     for key in ("val/loss", "test/loss", "test/rmse"):
@@ -182,8 +188,12 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
     if out is not None:
         lines.append(f"Outputs: {out}")
         for cb in trainer.checkpoint_callbacks:
-            if getattr(cb, "last_model_path", ""):
-                lines.append(f"  last checkpoint: {cb.last_model_path}")
+            last = (
+                getattr(cb, "last_model_path", "")
+                or Path(getattr(cb, "dirpath", None) or out) / "last.ckpt"
+            )
+            if Path(last).is_file():
+                lines.append(f"  last checkpoint: {last}")
         for lg in trainer.loggers:
             if getattr(lg, "log_dir", None):
                 lines.append(f"  {type(lg).__name__}: {lg.log_dir}")
