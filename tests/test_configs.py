@@ -62,6 +62,13 @@ def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str],
     if group == "experiment" and option in NEW_EXPERIMENTS:
         fast = ["paper.n_importance=2", "trainer.enable_progress_bar=false"]
         return [f"data_dir={image_root}", *NEW_EXPERIMENTS[option], *fast], False
+    if group == "experiment" and option.startswith("table2_"):
+        # Table 2 runs (gated-conv nets on the MNIST family) on tiny generated IDX/npz fixtures
+        n_val = [] if "mnist_static" in option else ["dataset.n_val=10"]
+        return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST, "trainer.max_steps=2"], False
+    if group == "trainer" and option in ("gpu", "ddp"):
+        # no GPU here: the same strategy on CPU (trainer=ddp spawns 2 gloo processes)
+        return ["trainer.accelerator=cpu"], True
     if group == "dataset" and option != "pendulum":
         n_val = [] if option == "mnist_static" else ["dataset.n_val=10"]
         return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST], False

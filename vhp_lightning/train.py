@@ -72,6 +72,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model=instantiate(cfg.model),
         optimizer=instantiate(cfg.optim.optimizer),
         config=config,
+        nll_samples=int(cfg.get("nll_samples", 100)),
     )
     if ckpt is not None:
         check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
