@@ -24,6 +24,6 @@ def test_pendulum_rewo_switches_phase_and_beta_rises(compose_cfg, tmp_path, caps
     logged = [r.split(",") for r in rows[1:] if r.split(",")[col["rewo/beta"]]]
     switch = next(int(r[col["step"]]) for r in logged if float(r[col["rewo/train_prior"]]) == 1)
     with capsys.disabled():
-        print(f"\nREWO left the initial phase at step ~{switch} (logged every 50 steps)")
+        print(f"\nREWO left the initial phase at step ~{switch} (logged every step)")
     betas = [float(r[col["rewo/beta"]]) for r in logged]
     assert betas[-1] > 10 * 1e-4 and max(betas) <= 1.0
