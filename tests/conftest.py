@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,6 +60,49 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
         yield _compose
     GlobalHydra.instance().clear()
+
+
+# The same tiny setting as command-line overrides, for tests that run the real CLI.
+TINY_CLI = [
+    "dataset.n_samples=300",
+    "dataset.n_val=50",
+    "dataset.n_test=50",
+    "dataset.batch_size=50",
+    "model.encoder.hidden=[16]",
+    "model.decoder.hidden=[16]",
+    "model.prior_encoder.hidden=[16]",
+    "model.prior_decoder.hidden=[16]",
+    "paper.n_importance=2",
+    "trainer.max_steps=4",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks=none",
+]
+
+
+def _run_cli(*args: str, cwd: Path, tiny: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m vhp_lightning.train *args`` (plus TINY_CLI if ``tiny``) in ``cwd``."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vhp_lightning.train", *args, *(TINY_CLI if tiny else [])],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_cli(*overrides, cwd=..., tiny=False)``: the real command line in a subprocess."""
+    return _run_cli
 
 
 # Tiny models are faster single-threaded on the 2-core CI machines (less thread contention).

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -127,50 +125,29 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "vhp_lightning.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
-TINY_CLI = [
-    "dataset.n_samples=300",
-    "dataset.n_val=50",
-    "dataset.n_test=50",
-    "dataset.batch_size=50",
-    "model.encoder.hidden=[16]",
-    "model.decoder.hidden=[16]",
-    "model.prior_encoder.hidden=[16]",
-    "model.prior_decoder.hidden=[16]",
-    "trainer.max_steps=4",
-    "trainer.enable_progress_bar=false",
-    "callbacks=none",
-]
-
-
-def test_multirun_two_jobs_each_with_own_logs(tmp_path: Path) -> None:
-    proc = _cli(
+def test_multirun_two_jobs_each_with_own_logs(run_cli, tmp_path: Path) -> None:
+    """-m with two jobs: each has its own CSV log, TensorBoard events and W&B offline run."""
+    proc = run_cli(
         "-m",
         "optim.kappa=0.02,0.05",
-        "logger=many",
+        "logger=[csv,tensorboard,wandb]",
         f"hydra.sweep.dir={tmp_path}",
-        *TINY_CLI,
+        "test=false",
         cwd=tmp_path,
+        tiny=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = []
     for job in ("0", "1"):
         assert (tmp_path / job / "csv" / "metrics.csv").is_file()
         assert list((tmp_path / job / "tensorboard").glob("events.*"))
+        (run,) = (tmp_path / job / "wandb").glob("offline-run-*")  # exactly one run per job
+        runs.append(run.name)
+    assert runs[0] != runs[1]
     assert "optim.kappa=0.05" in (tmp_path / "1" / ".hydra" / "overrides.yaml").read_text()
 
 
-def test_cli_unknown_option_lists_valid_ones(tmp_path: Path) -> None:
-    proc = _cli("optim=rewoo", cwd=tmp_path)
+def test_cli_unknown_option_lists_valid_ones(run_cli, tmp_path: Path) -> None:
+    proc = run_cli("optim=rewoo", cwd=tmp_path)
     assert proc.returncode != 0
     assert "Could not find 'optim/rewoo'" in proc.stderr and "rewo" in proc.stderr
