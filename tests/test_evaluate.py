@@ -233,7 +233,7 @@ TABLE2 = sorted(p.stem for p in (CONF / "experiment").glob("table2_*.yaml"))
 
 
 def test_twenty_table2_experiments_compose(compose_cfg) -> None:
-    rows = [n for n in TABLE2 if n != "table2_cpu_budget"]
+    rows = [n for n in TABLE2 if not n.startswith("table2_cpu_")]
     assert len(rows) == 20
     for name in rows:
         cfg = compose_cfg(f"experiment={name}", tiny=False)
@@ -250,6 +250,9 @@ def test_cpu_budget_sweeps_the_four_models(compose_cfg) -> None:
     cfg = compose_cfg("experiment=table2_cpu_budget", "model=iwae_l2", tiny=False)
     assert cfg.model._target_.endswith("IWAE2") and cfg.dataset._target_.endswith("MNISTDataModule")
     assert cfg.nll_samples == 100 and cfg.trainer.limit_test_batches == 2
+    cfg = compose_cfg("experiment=table2_cpu_mlp", "model=vampprior", tiny=False)
+    assert cfg.model.encoder._target_.endswith("GaussianMLP") and cfg.model.encoder.in_dim == 784
+    assert cfg.nll_samples == 500 and cfg.trainer.limit_test_batches == 10
 
 
 def _fake_eval(root: Path, name: str, model: str, scheme: str, dataset: str, nll: float) -> None:
