@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from datamodules.asf_amc import read_motion
+from datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def fit_normalization(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]
     return offset, scale
 
 
-class CMUMocapDataModule(pl.LightningDataModule):
+class CMUMocapDataModule(SplitDataModule):
     """Frames of five CMU motions as 50-d normalised joint-angle vectors (sec. 4.2, App. C).
 
     Args:
@@ -285,23 +285,3 @@ class CMUMocapDataModule(pl.LightningDataModule):
         if state_dict:
             self.offset = np.asarray(state_dict["offset"], dtype=np.float64)
             self.scale = np.asarray(state_dict["scale"], dtype=np.float64)
-
-    # --- loaders --------------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(self.splits[split]) >= self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def render_shapes(
 
 
 # --- the DataModules ---------------------------------------------------------------------------
-class _GreyImageDataModule(pl.LightningDataModule):
+class _GreyImageDataModule(SplitDataModule):
     """Shared arguments, random split and loaders; a subclass implements ``_load()`` ->
     ``(grey (N, H, W) uint8, labels (N,) int64)``."""
 
@@ -224,26 +225,6 @@ class _GreyImageDataModule(pl.LightningDataModule):
         self.splits = {k: GreyImages(grey_t[i], labels_t[i]) for k, i in index.items()}
         sizes = "/".join(str(len(index[k])) for k in ("train", "val", "test"))
         log.info("%s: %s train/val/test images", self.name, sizes)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.splits[split]
-        return DataLoader(
-            data,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(data) >= self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class ImageFolderDataModule(_GreyImageDataModule):

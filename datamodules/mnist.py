@@ -27,12 +27,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.idx import check_digests, digests, parse_idx
+from datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class BinaryImages(Dataset):
         return (torch.bernoulli(x / 255) if self.dynamic else x), self.labels[i]
 
 
-class BinaryImageDataModule(pl.LightningDataModule):
+class BinaryImageDataModule(SplitDataModule):
     """Shared machinery of the 28x28 binary image datasets: arguments, data_dir, splits, loaders.
 
     A subclass implements ``_load() -> {"train", "val", "test": (grey (N, 28, 28) uint8,
@@ -206,25 +206,6 @@ class BinaryImageDataModule(pl.LightningDataModule):
             self.splits[split] = BinaryImages(grey_t, labels_t, dynamic, seed=self.seed + i)
         sizes = "/".join(str(len(self.splits[s])) for s in ("train", "val", "test"))
         log.info("%s: %s train/val/test images from %s", self.name, sizes, self.data_dir)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def _check_images(images: np.ndarray, where: str) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from datamodules.splits import SplitDataModule
 
 
 def render_pendulum(
@@ -65,7 +66,7 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(img, (0, 0, radius, radius)), k.view(1, 1, -1, 1))
 
 
-class PendulumDataModule(pl.LightningDataModule):
+class PendulumDataModule(SplitDataModule):
     """15 000 pendulum images (sec. 4.1) split into train/val/test, generated from ``seed``.
 
     The split is ``n_val`` and ``n_test`` images held out of ``n_samples`` (defaults 12 000 /
@@ -116,22 +117,3 @@ class PendulumDataModule(pl.LightningDataModule):
         bounds = {"train": (0, n_train), "val": (n_train, n_train + self.n_val)}
         bounds["test"] = (n_train + self.n_val, self.n_samples)
         self.splits = {k: TensorDataset(images[a:b], angles[a:b]) for k, (a, b) in bounds.items()}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
