@@ -67,7 +67,11 @@ def test_vector_data_with_class_labels(tmp_path: Path) -> None:
     assert {"interpolation_summary.csv", "smoothness_per_dim.csv", "strip_0.png"} <= names
     rows = read_rows(tmp_path / "interpolations.csv")
     assert len(rows) == 10 and {r["graph"] for r in rows} == {"0", "1"}
-    assert len(read_rows(tmp_path / "smoothness_per_dim.csv")) == 6
+    per_dim = read_rows(tmp_path / "smoothness_per_dim.csv")
+    assert len(per_dim) == 6  # one row per output dimension, mean and std over interpolations
+    means = np.array([float(r["smoothness"]) for r in per_dim])
+    assert all(float(r["smoothness_std"]) >= 0 for r in per_dim)
+    assert means.mean() == pytest.approx(out["smoothness_mean"])  # mean over dims = Fig. 7 mean
     summary = {
         r["metric"]: float(r["value"]) for r in read_rows(tmp_path / "interpolation_summary.csv")
     }

@@ -10,7 +10,8 @@
 - ``latents_by_label.png``: posterior means coloured by label beside the prior samples (Fig. 17);
 - ``interpolations.csv``: every interpolation of ``n_graphs`` graphs x ``n_pairs`` random
   endpoint pairs with its smoothness factor (sec. 4.2), and ``interpolation_summary.csv`` with the
-  averages (Fig. 7); for non-image data also ``smoothness_per_dim.{csv,png}``.
+  averages (Fig. 7); for non-image data also ``smoothness_per_dim.{csv,png}`` (mean and std
+  over the interpolations of each output dimension, e.g. each joint: Fig. 7).
 
 Endpoint pairs whose graph has no path between them are counted (``n_disconnected``) and
 reported in a warning, not raised.
@@ -231,7 +232,8 @@ def interpolation_analysis(
     fork = [device.index or 0] if device.type == "cuda" else []
     rng = np.random.default_rng(seed)
     rows: list[list[Any]] = []
-    per_dim_sum, per_graph, messages = None, [], []
+    per_dim_rows: list[np.ndarray] = []
+    per_graph, messages = [], []
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=fork):
             means = _encode_means(model, x, device)
@@ -254,7 +256,7 @@ def interpolation_analysis(
                         rows.append([g, p, i, j, li, lj, False, 0, "", ""])
                         continue
                     s = smoothness_factor(_decode(model, path.points, z_nodes))
-                    per_dim_sum = s["per_dim"] + (0 if per_dim_sum is None else per_dim_sum)
+                    per_dim_rows.append(s["per_dim"])
                     scores.append(s["mean"])
                     rows.append(
                         [g, p, i, j, li, lj, True, len(path.points), path.length, s["mean"]]
@@ -287,15 +289,16 @@ def interpolation_analysis(
         "latent_length_mean": float(np.mean([r[8] for r in connected])) if connected else nan,
     }
     _write_csv(out / "interpolation_summary.csv", ("metric", "value"), list(summary.items()))
-    if per_dim_sum is not None and image_shape is None:
-        per_dim = per_dim_sum / len(connected)
+    if per_dim_rows and image_shape is None:
+        per_dim = np.stack(per_dim_rows)  # (n_connected, D)
+        mean, std = per_dim.mean(axis=0), per_dim.std(axis=0)
         _write_csv(
             out / "smoothness_per_dim.csv",
-            ("dim", "smoothness"),
-            [[d, float(v)] for d, v in enumerate(per_dim)],
+            ("dim", "smoothness", "smoothness_std"),
+            [[d, float(m), float(v)] for d, (m, v) in enumerate(zip(mean, std, strict=True))],
         )
         fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
-        ax.bar(np.arange(len(per_dim)), per_dim, color="tab:blue")
+        ax.bar(np.arange(len(mean)), mean, yerr=std, color="tab:blue", ecolor="0.4")
         ax.set_xlabel("output dimension")
         ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
         ax.set_title(f"mean over {len(connected)} interpolations: {summary['smoothness_mean']:.4g}")
