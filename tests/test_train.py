@@ -151,3 +151,18 @@ def test_cli_unknown_option_lists_valid_ones(run_cli, tmp_path: Path) -> None:
     proc = run_cli("optim=rewoo", cwd=tmp_path)
     assert proc.returncode != 0
     assert "Could not find 'optim/rewoo'" in proc.stderr and "rewo" in proc.stderr
+
+
+def test_initial_phase_warning_only_when_rewo_never_switched() -> None:
+    from callbacks.geco import GECO
+    from callbacks.rewo import REWO
+    from vhp_lightning.train import initial_phase_warning
+
+    rewo = REWO(kappa=0.02)
+    rewo.c_hat = 0.0118
+    text = initial_phase_warning(rewo)
+    assert text and "C_t = 0.0118" in text and "kappa^2 = 0.0004" in text
+    assert "optim.kappa" in text and "trainer.max_steps" in text
+    rewo.update(1e-4)  # below kappa^2: the main phase starts
+    assert rewo.train_prior and initial_phase_warning(rewo) is None
+    assert initial_phase_warning(GECO(kappa=0.02)) is None

@@ -4,6 +4,8 @@ python -m vhp_lightning.report pendulum_table1 multirun/pendulum_table1/<date_ti
 # -> results/pendulum_table1.md
 python -m vhp_lightning.report table2 <folder with train runs and/or evaluate outputs>
 # -> results/table2.md
+python -m vhp_lightning.report cmu_interpolation multirun/cmu_interpolation/<date_time>
+# -> results/cmu_interpolation.md and its figures in results/cmu_interpolation/
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +210,168 @@ def table2(sweep_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-REPORTS = {"pendulum_table1": pendulum_table1, "table2": table2}
+# Sec. 4.2 / App. C: the three models of Fig. 5-7 and 17; the figures copied per model.
+_CMU_MODELS = {"VHP": "VHP", "VampPrior": "VampPrior", "IWAE": "IWAE"}
+_CMU_FIGURES = {
+    "latents_by_label.png": "posterior means by motion beside prior samples (Fig. 17)",
+    "graph_paths.png": "the graph on prior samples with four interpolations (Fig. 5)",
+    "strip_0.png": "decoded joint trajectories of the within-motion interpolation (Fig. 6)",
+    "strip_1.png": "decoded joint trajectories of an across-motion interpolation (Fig. 6)",
+}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _final_step_and_beta(job: Path) -> tuple[int | None, float | None]:
+    """The last logged step and beta-scheme beta (``<scheme>/beta``) of a job's CSV log."""
+    step = beta = None
+    for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
+        for row in _read_csv(metrics_csv):
+            if row.get("step"):
+                step = int(float(row["step"]))
+            for key, value in row.items():
+                if key.endswith("/beta") and value:
+                    beta = float(value)
+    return step, beta
+
+
+def _cmu_label(cfg: dict[str, Any]) -> tuple[str, str] | None:
+    """``(model, objective)`` of a job from its composed config (None: not a Fig. 7 model)."""
+    name = str((cfg.get("model") or {}).get("_target_", "")).rsplit(".", 1)[-1]
+    if name not in _CMU_MODELS:
+        return None
+    scheme = (cfg.get("optim") or {}).get("scheme") or {}
+    kind = str(scheme.get("_target_", "")).rsplit(".", 1)[-1]
+    objective = f"beta = {scheme.get('beta', 1.0):g}" if kind == "ConstantBeta" else kind
+    return _CMU_MODELS[name], objective
+
+
+def plot_smoothness_per_joint(
+    per_dim: dict[str, list[dict[str, str]]], channels: tuple[str, ...] | None, path: Path
+) -> None:
+    """Fig. 7: per output dimension (joint), mean and std of the smoothness factor per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n_dims = max(len(rows) for rows in per_dim.values())
+    width = 0.8 / len(per_dim)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * n_dims), 3.6), layout="constrained")
+    for k, (label, rows) in enumerate(per_dim.items()):
+        mean = np.array([float(r["smoothness"]) for r in rows])
+        std = np.array([float(r.get("smoothness_std") or 0.0) for r in rows])
+        x = np.arange(len(rows)) + (k - (len(per_dim) - 1) / 2) * width
+        ax.bar(x, mean, width, yerr=std, label=label, capsize=1.5, error_kw={"lw": 0.6})
+    ax.set_xticks(np.arange(n_dims))
+    names = channels if channels and len(channels) == n_dims else tuple(map(str, range(n_dims)))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
+    ax.set_title("Smoothness of the interpolated movements per joint (Fig. 7); smaller is smoother")
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
+    """Fig. 7's smoothness (mean over graphs x interpolations, and per joint) of every finished
+    job of ``experiment=cmu_interpolation`` under ``sweep_dir``; with ``figures_dir``, Fig. 7 is
+    drawn there and each model's Fig. 5/6/17 panels are copied beside it."""
+    jobs = []
+    for cfg_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        job = cfg_path.parent.parent
+        summary_csv = job / "interpolation" / "interpolation_summary.csv"
+        label = _cmu_label(yaml.safe_load(cfg_path.read_text()) or {})
+        if label and summary_csv.is_file():
+            summary = {r["metric"]: float(r["value"]) for r in _read_csv(summary_csv)}
+            jobs.append((label, job, summary))
+    if not jobs:
+        raise FileNotFoundError(
+            f"no finished CMU interpolation job under {sweep_dir} (expected <job>/interpolation/"
+            "interpolation_summary.csv); run `python -m vhp_lightning.train -m "
+            "experiment=cmu_interpolation` first"
+        )
+    lines = [
+        f"# CMU motion capture: smoothness of graph-based interpolations (sweep `{sweep_dir}`)",
+        "",
+        "Fig. 7 of the paper: the smoothness factor (RMS of the second-order finite difference "
+        "along the decoded path, averaged over the 50 joint channels; smaller is smoother) of "
+        "n_graphs x n_pairs random interpolations. The paper reports it as a bar chart only "
+        "(VHP smoother than VampPrior and IWAE), so there is no number to put beside ours.",
+        "",
+        "| model | objective | steps | final beta | smoothness mean | std over interpolations "
+        "| std over graphs | connected | path points | latent path length | job |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    per_dim: dict[str, list[dict[str, str]]] = {}
+    copied: list[str] = []
+    for (model, objective), job, m in jobs:
+        step, beta = _final_step_and_beta(job)
+        name = f"{model} ({objective})"
+        lines.append(
+            f"| {model} | {objective} | {step if step is not None else '?'} | "
+            f"{'?' if beta is None else f'{beta:.3g}'} | {m['smoothness_mean']:.4f} | "
+            f"{m['smoothness_std']:.4f} | {m['smoothness_graph_std']:.4f} | "
+            f"{m['n_connected']:.0f} / {m['n_interpolations']:.0f} | "
+            f"{m['path_points_mean']:.1f} | {m['latent_length_mean']:.2f} | `{job}` |"
+        )
+        per_dim_csv = job / "interpolation" / "smoothness_per_dim.csv"
+        if per_dim_csv.is_file():
+            per_dim[name] = _read_csv(per_dim_csv)
+        if figures_dir is not None:
+            slug = f"{model}_{objective}".lower().replace(" = ", "").replace(" ", "_")
+            for fig_name in _CMU_FIGURES:
+                src = job / "interpolation" / fig_name
+                if src.is_file():
+                    figures_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, figures_dir / f"{slug}_{fig_name}")
+                    copied.append(f"{slug}_{fig_name}")
+    if per_dim:
+        from datamodules.cmu_mocap import FEATURE_CHANNELS
+
+        names = list(per_dim)
+        lines += [
+            "",
+            "## Per joint channel (Fig. 7): mean +- std over the connected interpolations",
+            "",
+            "| channel | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        n_dims = max(len(rows) for rows in per_dim.values())
+        for d in range(n_dims):
+            channel = FEATURE_CHANNELS[d] if n_dims == len(FEATURE_CHANNELS) else str(d)
+            cells = []
+            for rows in per_dim.values():
+                r = rows[d] if d < len(rows) else None
+                std = r.get("smoothness_std") if r else None
+                cells.append(
+                    ""
+                    if r is None
+                    else f"{float(r['smoothness']):.4f}" + (f" +- {float(std):.4f}" if std else "")
+                )
+            lines.append(f"| {channel} | " + " | ".join(cells) + " |")
+        if figures_dir is not None:
+            channels = FEATURE_CHANNELS if n_dims == len(FEATURE_CHANNELS) else None
+            plot_smoothness_per_joint(per_dim, channels, figures_dir / "fig7_smoothness.png")
+            copied.insert(0, "fig7_smoothness.png")
+    if copied and figures_dir is not None:
+        lines += ["", "## Figures", ""]
+        for fig_name in copied:
+            what = next((v for k, v in _CMU_FIGURES.items() if fig_name.endswith(k)), "Fig. 7")
+            lines.append(f"- [{fig_name}]({figures_dir.name}/{fig_name}): {what}")
+    return "\n".join(lines) + "\n"
+
+
+REPORTS = {
+    "pendulum_table1": pendulum_table1,
+    "table2": table2,
+    "cmu_interpolation": cmu_interpolation,
+}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -218,8 +382,11 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"sweep_dir {args.sweep_dir} does not exist")
-    text = REPORTS[args.table](args.sweep_dir)
     out = args.out or Path("results") / f"{args.table}.md"
+    if args.table == "cmu_interpolation":  # the one report with figures: results/<table>/
+        text = cmu_interpolation(args.sweep_dir, figures_dir=out.with_suffix(""))
+    else:
+        text = REPORTS[args.table](args.sweep_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(text)

@@ -168,6 +168,23 @@ def _finish_wandb(loggers: list[Any]) -> None:
         wandb.finish()
 
 
+def initial_phase_warning(scheme: Any) -> str | None:
+    """A warning when a REWO-like scheme never met its constraint: the prior was never trained."""
+    kappa_sq = getattr(scheme, "kappa_sq", None)
+    if kappa_sq is None or not hasattr(scheme, "switch_step") or scheme.switch_step is not None:
+        return None
+    if getattr(scheme, "train_prior", True):
+        return None  # schemes without an initial phase (GECO) train the prior throughout
+    c_hat = getattr(scheme, "c_hat", None)
+    c_txt = "not measured" if c_hat is None else f"{c_hat:.3g}"
+    return (
+        f"{type(scheme).__name__} never left its initial phase: the running reconstruction error "
+        f"C_t = {c_txt} stayed above kappa^2 = {kappa_sq:.3g} (kappa = {scheme.kappa}), so the "
+        "prior networks were never trained and beta stayed at its initial value. Train longer "
+        "(trainer.max_steps) or raise optim.kappa (the RMS error per data dimension you accept)."
+    )
+
+
 def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None:
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if trainer.global_rank != 0:
@@ -183,6 +200,9 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
     lines = [f"Finished {where}; beta = {beta:.4g}"]
     if switch is not None:
         lines.append(f"Main phase (prior training) started at step {switch}")
+    warning = None if spawned else initial_phase_warning(scheme)
+    if warning:
+        log.warning(warning)
     for key in ("val/loss", "test/loss", "test/rmse"):
         if key in metrics:
             lines.append(f"{key} = {metrics[key]:.4f}")
