@@ -20,8 +20,8 @@ import vhp_lightning.config  # noqa: F401  (registers the resolvers)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-# A pendulum setting small enough for unit tests: small nets, few images, a few steps.
-TINY = [
+# Small pendulum data and nets (the `tiny_nets` fixture; test_examples keeps its checkpoints).
+TINY_NETS = [
     "dataset.n_samples=600",
     "dataset.n_val=100",
     "dataset.n_test=100",
@@ -32,6 +32,10 @@ TINY = [
     "model.prior_encoder.hidden=[32,32]",
     "model.prior_decoder.hidden=[32,32]",
     "paper.n_importance=4",
+]
+# A pendulum setting small enough for unit tests: small nets, few images, a few steps.
+TINY = [
+    *TINY_NETS,
     "trainer.max_steps=20",
     "trainer.log_every_n_steps=5",
     "trainer.enable_progress_bar=false",
@@ -39,6 +43,12 @@ TINY = [
     "callbacks=none",
     "logger=csv",
 ]
+
+
+@pytest.fixture
+def tiny_nets() -> list[str]:
+    """Overrides for small pendulum data and nets only (no trainer/logger/callback changes)."""
+    return list(TINY_NETS)
 
 
 @pytest.fixture

@@ -8,27 +8,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Small nets and data (as tests/conftest.py's TINY), keeping the checkpoint callback.
-TINY = [
-    "dataset.n_samples=600",
-    "dataset.n_val=100",
-    "dataset.n_test=100",
-    "dataset.batch_size=50",
-    "dataset.eval_batch_size=100",
-    "model.encoder.hidden=[32,32]",
-    "model.decoder.hidden=[32,32]",
-    "model.prior_encoder.hidden=[32,32]",
-    "model.prior_decoder.hidden=[32,32]",
-    "paper.n_importance=4",
-    "trainer.enable_model_summary=false",
-    "logger=csv",
-]
 
 
-def test_pendulum_quickstart(tmp_path: Path) -> None:
+def test_pendulum_quickstart(tmp_path: Path, tiny_nets: list[str]) -> None:
     out = tmp_path / "qs"
+    # Small nets and data, keeping the checkpoint callback.
+    tiny = [*tiny_nets, "trainer.enable_model_summary=false", "logger=csv"]
     cmd = [sys.executable, str(REPO / "examples" / "pendulum_quickstart.py")]
-    cmd += ["--steps", "20", "--out", str(out), "--nodes", "100", "--neighbors", "8", *TINY]
+    cmd += ["--steps", "20", "--out", str(out), "--nodes", "100", "--neighbors", "8", *tiny]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -12,8 +12,6 @@ phase, warm-up) down-weights the prior-minus-posterior part inside every weight.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
@@ -24,13 +22,8 @@ from vhp_lightning.bounds import (
     squared_error_per_pixel,
     std_normal_log_prob,
 )
+from vhp_lightning.models.base import TwoLayerModel, check_n_importance
 from vhp_lightning.models.vae import VAE
-
-
-def _check_n_importance(n_importance: int) -> int:
-    if isinstance(n_importance, bool) or not isinstance(n_importance, int) or n_importance < 1:
-        raise ValueError(f"model.n_importance (K) must be an integer >= 1, got {n_importance!r}")
-    return n_importance
 
 
 def _iw_loss(
@@ -66,7 +59,7 @@ class IWAE(VAE):
         n_importance: int = 16,
     ) -> None:
         super().__init__(encoder, decoder, likelihood)
-        self.n_importance = _check_n_importance(n_importance)
+        self.n_importance = check_n_importance(n_importance)
 
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """Batch means of the beta-weighted IW objective (module docstring), ``x: (B, ...)``.
@@ -84,7 +77,7 @@ class IWAE(VAE):
         return parts
 
 
-class IWAE2(nn.Module):
+class IWAE2(TwoLayerModel):
     """IWAE with two stochastic layers: x <- z1 <- z2, p(z2) = N(0, I).
 
     Generative model p_theta(x|z1) p(z1|z2) p(z2); inference model q(z1|x) q(z2|z1). The nets
@@ -115,34 +108,8 @@ class IWAE2(nn.Module):
         prior_decoder: nn.Module,
         n_importance: int = 16,
     ) -> None:
-        super().__init__()
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.prior_encoder, self.prior_decoder = prior_encoder, prior_decoder
-        self.n_importance = _check_n_importance(n_importance)
-
-    # --- parameter groups ---------------------------------------------------------------------
-    def vae_parameters(self) -> Iterator[nn.Parameter]:
-        """q(z1|x), p_theta(x|z1) and the likelihood."""
-        for m in (self.encoder, self.decoder, self.likelihood):
-            yield from m.parameters()
-
-    def prior_parameters(self) -> Iterator[nn.Parameter]:
-        """p(z1|z2) and q(z2|z1) (see the class docstring)."""
-        for m in (self.prior_encoder, self.prior_decoder):
-            yield from m.parameters()
-
-    # --- the pieces ---------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z1|x): ``x: (B, *data_shape)`` -> ``(mean, logvar)``, each ``(B, latent_dim)``."""
-        return self.encoder(x)
-
-    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """Likelihood parameters for ``z1: (B, latent_dim)``, flattened to ``(B, D)``."""
-        return self.decoder(z).flatten(start_dim=1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z1], ``z1: (B, latent_dim)`` -> ``(B, D)`` (flattened data)."""
-        return self.likelihood.mean(self.decoder_output(z))
+        super().__init__(encoder, decoder, likelihood, prior_encoder, prior_decoder)
+        self.n_importance = check_n_importance(n_importance)
 
     def log_weights(
         self, x_flat: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, n: int
@@ -184,19 +151,6 @@ class IWAE2(nn.Module):
             x_mean = self.likelihood.mean(w["out"])
             parts["constraint"] = squared_error_per_pixel(x_flat, x_mean).mean()
         return parts
-
-    # --- generation and evaluation ------------------------------------------------------------
-    def sample_prior(self, n: int) -> torch.Tensor:
-        """z1 ~ p(z1) by ancestral sampling, z2 ~ N(0, I), z1 ~ p(z1|z2): ``(n, latent_dim)``."""
-        dim = getattr(self.prior_encoder, "out_dim", None)
-        if dim is None:
-            raise AttributeError("prior_encoder must expose `out_dim` (the dimension of z2)")
-        z2 = torch.randn(n, int(dim), device=next(self.parameters()).device)
-        return reparameterize(*self.prior_decoder(z2))
-
-    def sample(self, n: int) -> torch.Tensor:
-        """E[x|z1] for n prior samples z1: ``(n, D)``."""
-        return self.decode(self.sample_prior(n))
 
     @torch.no_grad()
     def log_likelihood(

@@ -1,16 +1,13 @@
 """The standard VAE (eq. 2): one stochastic layer x <- z with the prior p(z) = N(0, I).
 
 ``VAE`` also holds what every one-layer model shares (``IWAE`` and ``VampPrior`` subclass it):
-the encoder/decoder plumbing, ``log_weights`` and the importance-sampled ``log_likelihood``, which
-only ask the subclass for ``log_prior(z)``.
+``log_weights`` and the importance-sampled ``log_likelihood``, which only ask the subclass for
+``log_prior(z)``; the encoder/decoder plumbing is ``models.base.LatentVariableModel``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
-from torch import nn
 
 from vhp_lightning.bounds import (
     gaussian_kl_std_normal,
@@ -20,9 +17,10 @@ from vhp_lightning.bounds import (
     squared_error_per_pixel,
     std_normal_log_prob,
 )
+from vhp_lightning.models.base import LatentVariableModel
 
 
-class VAE(nn.Module):
+class VAE(LatentVariableModel):
     """x <- z, p(z) = N(0, I), amortised diagonal-Gaussian q_phi(z|x).
 
     Args:
@@ -32,41 +30,7 @@ class VAE(nn.Module):
         likelihood: p_theta(x|z) head (``nets.likelihoods``).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-
-    # --- parameter groups ---------------------------------------------------------------------
-    def vae_parameters(self) -> Iterator[nn.Parameter]:
-        """theta, phi: decoder, likelihood and encoder."""
-        for m in (self.encoder, self.decoder, self.likelihood):
-            yield from m.parameters()
-
-    def prior_parameters(self) -> Iterator[nn.Parameter]:
-        """None: the prior N(0, I) has no parameters."""
-        yield from ()
-
-    # --- the pieces ---------------------------------------------------------------------------
-    @property
-    def latent_dim(self) -> int:
-        """Dimension of z, read from ``encoder.out_dim``."""
-        dim = getattr(self.encoder, "out_dim", None)
-        if dim is None:
-            raise AttributeError("encoder must expose `out_dim` (the dimension of z)")
-        return int(dim)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q_phi(z|x): ``x: (B, *data_shape)`` -> ``(mean, logvar)``, each ``(B, latent_dim)``."""
-        return self.encoder(x)
-
-    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """Likelihood parameters for ``z: (B, latent_dim)``, flattened to ``(B, D)``."""
-        return self.decoder(z).flatten(start_dim=1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z], ``z: (B, latent_dim)`` -> ``(B, D)`` (flattened data)."""
-        return self.likelihood.mean(self.decoder_output(z))
-
+    # --- the prior ----------------------------------------------------------------------------
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) = log N(z; 0, I), ``z: (N, latent_dim)`` -> ``(N,)``."""
         return std_normal_log_prob(z)
@@ -115,10 +79,6 @@ class VAE(nn.Module):
         """z ~ N(0, I): ``(n, latent_dim)``."""
         device = next(self.parameters()).device
         return torch.randn(n, self.latent_dim, device=device)
-
-    def sample(self, n: int) -> torch.Tensor:
-        """E[x|z] for n prior samples z: ``(n, D)``."""
-        return self.decode(self.sample_prior(n))
 
     @torch.no_grad()
     def log_likelihood(

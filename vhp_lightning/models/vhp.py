@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -17,11 +16,12 @@ from vhp_lightning.bounds import (
     std_normal_log_prob,
     vhp_kl_bound,
 )
+from vhp_lightning.models.base import TwoLayerModel, check_n_importance
 
 PRIOR_BOUNDS = ("iw", "elbo")
 
 
-class VHP(nn.Module):
+class VHP(TwoLayerModel):
     """Two stochastic layers: x <- z <- zeta, with amortised q_phi(z|x) and q_Phi(zeta|z).
 
     Args:
@@ -46,44 +46,15 @@ class VHP(nn.Module):
         n_importance: int = 16,
         prior_bound: str = "iw",
     ) -> None:
-        super().__init__()
+        super().__init__(encoder, decoder, likelihood, prior_encoder, prior_decoder)
         if prior_bound not in PRIOR_BOUNDS:
             raise ValueError(
                 f"Unknown model.prior_bound {prior_bound!r}. "
                 f"Choose one of: {', '.join(PRIOR_BOUNDS)}."
             )
-        if isinstance(n_importance, bool) or not isinstance(n_importance, int) or n_importance < 1:
-            raise ValueError(
-                f"model.n_importance (K) must be an integer >= 1, got {n_importance!r}"
-            )
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.prior_encoder, self.prior_decoder = prior_encoder, prior_decoder
-        self.n_importance, self.prior_bound = n_importance, prior_bound
+        self.n_importance, self.prior_bound = check_n_importance(n_importance), prior_bound
 
-    # --- parameter groups (Alg. 1 trains the second group only in the main phase) ------------
-    def vae_parameters(self) -> Iterator[nn.Parameter]:
-        """theta, phi: decoder, likelihood and encoder."""
-        for m in (self.encoder, self.decoder, self.likelihood):
-            yield from m.parameters()
-
-    def prior_parameters(self) -> Iterator[nn.Parameter]:
-        """Theta, Phi: the prior networks p_Theta(z|zeta) and q_Phi(zeta|z)."""
-        for m in (self.prior_encoder, self.prior_decoder):
-            yield from m.parameters()
-
-    # --- the pieces ---------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q_phi(z|x): ``x: (B, *data_shape)`` -> ``(mean, logvar)``, each ``(B, latent_dim)``."""
-        return self.encoder(x)
-
-    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """Likelihood parameters for ``z: (B, latent_dim)``, flattened to ``(B, D)``."""
-        return self.decoder(z).flatten(start_dim=1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z], ``z: (B, latent_dim)`` -> ``(B, D)`` (flattened data)."""
-        return self.likelihood.mean(self.decoder_output(z))
-
+    # --- the prior and the bound (eq. 8, 9) ---------------------------------------------------
     def log_prior(self, z: torch.Tensor, n_importance: int | None = None) -> torch.Tensor:
         """Lower bound on log p_Theta(z), ``z: (B, latent_dim)`` -> ``(B,)``.
 
@@ -134,16 +105,6 @@ class VHP(nn.Module):
         }
 
     # --- generation and evaluation ------------------------------------------------------------
-    def sample_prior(self, n: int) -> torch.Tensor:
-        """z ~ p_Theta(z) by ancestral sampling (eq. 13): ``(n, latent_dim)``."""
-        device = next(self.parameters()).device
-        zeta = torch.randn(n, self._zeta_dim(), device=device)
-        return reparameterize(*self.prior_decoder(zeta))
-
-    def sample(self, n: int) -> torch.Tensor:
-        """E[x|z] for n prior samples z: ``(n, D)``."""
-        return self.decode(self.sample_prior(n))
-
     @torch.no_grad()
     def log_likelihood(
         self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
@@ -173,9 +134,3 @@ class VHP(nn.Module):
             log_w_chunks.append(log_w)
         log_w = torch.cat(log_w_chunks)
         return torch.logsumexp(log_w, dim=0) - math.log(n_samples)
-
-    def _zeta_dim(self) -> int:
-        dim = getattr(self.prior_encoder, "out_dim", None)
-        if dim is None:
-            raise AttributeError("prior_encoder must expose `out_dim` (the dimension of zeta)")
-        return int(dim)
