@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from vhp_lightning.nets.conv import ConvDecoder, ConvEncoder, GatedConvDecoder, GatedConvEncoder
 from vhp_lightning.nets.gated import GatedConv2d, GatedDense, GatedGaussianMLP
+from vhp_lightning.nets.mlp import MLP, GaussianMLP
 
 B = 3
 
@@ -125,3 +127,20 @@ def test_conv_nets_reject_bad_shapes():
         GatedConvEncoder((784,))
     with pytest.raises(ValueError, match="data_shape"):
         GatedConvEncoder((1, 28, 28))(torch.rand(B, 1, 16, 16))
+
+
+def test_he_init_keeps_the_input_signal_through_a_deep_relu_mlp() -> None:
+    """App. F's FC 256 x 4 ReLU nets: PyTorch's default init shrinks the signal ~sqrt(6)-fold per
+    layer, so the output barely depends on the input; He init keeps its scale (~1)."""
+    x = torch.randn(4096, 2)
+    spread = {}
+    for init in ("torch", "he"):
+        torch.manual_seed(0)
+        spread[init] = MLP(2, 2, [256] * 4, init=init)(x).std(0).mean().item()
+    assert spread["torch"] < 0.05
+    assert 0.3 < spread["he"] < 3.0
+    torch.manual_seed(0)
+    net = GaussianMLP(2, 2, [256] * 4, init="he")
+    assert all(float(m.bias.abs().max()) == 0.0 for m in net.modules() if isinstance(m, nn.Linear))
+    with pytest.raises(ValueError, match="Unknown init 'xavier'. Choose one of: torch, he"):
+        MLP(2, 2, init="xavier")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+INITS = ("torch", "he")
+
 
 def _activation(name: str) -> nn.Module:
     table = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
@@ -22,6 +24,11 @@ class MLP(nn.Module):
     Inputs of shape ``(..., *in_shape)`` are flattened over their trailing dims, so an image batch
     ``(B, C, H, W)`` works when ``in_dim = C * H * W``. Output ``(B, out_dim)``; no activation on
     the last layer.
+
+    ``init``: ``"torch"`` keeps PyTorch's default ``nn.Linear`` initialisation, which shrinks the
+    signal by about sqrt(6) per ReLU layer; ``"he"`` draws weights He-uniform for the activation
+    (He et al., 2015) with zero biases, so the output depends on the input at initialisation
+    (docs/pendulum.md: with ``"torch"`` the VHP's prior nets start, and stay, collapsed).
     """
 
     def __init__(
@@ -30,8 +37,11 @@ class MLP(nn.Module):
         out_dim: int,
         hidden: Sequence[int] = (256, 256, 256, 256),
         activation: str = "relu",
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"Unknown init {init!r}. Choose one of: {', '.join(INITS)}.")
         self.in_dim, self.out_dim = int(in_dim), int(out_dim)
         dims = [self.in_dim, *[int(h) for h in hidden]]
         layers: list[nn.Module] = []
@@ -39,6 +49,12 @@ class MLP(nn.Module):
             layers += [nn.Linear(d_in, d_out), _activation(activation)]
         layers.append(nn.Linear(dims[-1], self.out_dim))
         self.net = nn.Sequential(*layers)
+        if init == "he":
+            gain = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh"}.get(activation)
+            for layer in layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.kaiming_uniform_(layer.weight, nonlinearity=gain or "linear")
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() > 2 or x.shape[-1] != self.in_dim:
@@ -67,10 +83,11 @@ class GaussianMLP(nn.Module):
         activation: str = "relu",
         logvar_min: float = -12.0,
         logvar_max: float = 6.0,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         self.out_dim = int(out_dim)
-        self.body = MLP(in_dim, 2 * self.out_dim, hidden, activation)
+        self.body = MLP(in_dim, 2 * self.out_dim, hidden, activation, init)
         if not logvar_min < 0.0 < logvar_max:
             raise ValueError(f"need logvar_min < 0 < logvar_max, got {logvar_min}, {logvar_max}")
         self.logvar_min, self.logvar_max = float(logvar_min), float(logvar_max)
