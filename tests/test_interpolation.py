@@ -214,6 +214,20 @@ def test_plot_graph_path_returns_a_figure(tmp_path, dim):
     assert (tmp_path / "graph.png").stat().st_size > 0
 
 
+def test_plot_graph_path_colours_several_paths_as_fig5():
+    rng = np.random.default_rng(0)
+    nodes = rng.standard_normal((150, 2))
+    graph = build_graph(nodes, 6)
+    paths = [shortest_path(graph, nodes, nodes[i], nodes[i + 1], 6).points for i in range(5)]
+    fig = plot_graph_path(nodes, graph, paths)
+    colours = [line.get_color() for line in fig.axes[0].get_lines()[::2]]  # path, then its ends
+    assert colours == ["black", "tab:orange", "red", "maroon", "black"]
+    plt.close(fig)
+    one = plot_graph_path(nodes, graph, paths[0])
+    assert one.axes[0].get_lines()[0].get_color() == "red"
+    plt.close(one)
+
+
 def test_plot_image_strip_and_latents_return_figures(tmp_path):
     images = np.random.default_rng(0).uniform(size=(12, 256))
     fig = plot_image_strip(images, image_shape=(16, 16), title="strip", max_images=8)

@@ -32,6 +32,9 @@ def _to_2d(nodes: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], st
     return [pca.transform(a) for a in (nodes, *others)], note
 
 
+PATH_COLOURS = ("black", "tab:orange", "red", "maroon")  # Fig. 5
+
+
 def plot_graph_path(
     nodes: np.ndarray,
     graph: nx.Graph,
@@ -47,7 +50,8 @@ def plot_graph_path(
         nodes: ``(N, d)`` the graph's nodes (node ``i`` is row ``i``).
         graph: ``interpolation.build_graph(nodes, k)``; edges drawn in bluescale by weight
             (short edges dark, long edges light).
-        path: ``(P, d)`` latents along a path, or a list of such paths; drawn in red.
+        path: ``(P, d)`` latents along a path, or a list of such paths; drawn in Fig. 5's
+            colours (black, orange, red, maroon, then repeating), a single path in red.
         title: the axes' title; a PCA note is appended when ``d > 2``.
         ax: draw into this axes instead of a new figure.
         max_edges: draw at most this many edges (a random subset, ``seed``), ``None`` for all.
@@ -75,9 +79,11 @@ def plot_graph_path(
         ax.add_collection(lines)
         fig.colorbar(lines, ax=ax, fraction=0.046, pad=0.04, label="edge weight")
     ax.scatter(*nodes_2d.T, s=2, c="0.3", zorder=2)
-    for p in paths_2d:
-        ax.plot(*p.T, "-", color="red", lw=1.8, zorder=3)
-        ax.plot(*p[[0, -1]].T, "o", color="red", ms=5, zorder=4)
+    colours = PATH_COLOURS if len(paths_2d) > 1 else ("red",)
+    for k, p in enumerate(paths_2d):
+        colour = colours[k % len(colours)]
+        ax.plot(*p.T, "-", color=colour, lw=1.8, zorder=3)
+        ax.plot(*p[[0, -1]].T, "o", color=colour, ms=5, zorder=4)
     ax.set_title(title + note, fontsize=9)
     ax.set_xlabel("$z_1$" if not note else "PC 1")
     ax.set_ylabel("$z_2$" if not note else "PC 2")
