@@ -215,9 +215,7 @@ _CMU_MODELS = {"VHP": "VHP", "VampPrior": "VampPrior", "IWAE": "IWAE"}
 _CMU_FIGURES = {
     "latents_by_label.png": "posterior means by motion beside prior samples (Fig. 17)",
     "graph_paths.png": "the graph on prior samples with four interpolations (Fig. 5)",
-    "strip_0.png": "decoded joint trajectories of the within-motion interpolation (Fig. 6)",
-    "strip_1.png": "decoded joint trajectories of an across-motion interpolation (Fig. 6)",
-}
+}  # the decoded trajectories (Fig. 6, strip_<k>.png) stay in each job's interpolation/ folder
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

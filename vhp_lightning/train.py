@@ -179,8 +179,9 @@ def initial_phase_warning(scheme: Any) -> str | None:
     c_txt = "not measured" if c_hat is None else f"{c_hat:.3g}"
     return (
         f"{type(scheme).__name__} never left its initial phase: the running reconstruction error "
-        f"C_t = {c_txt} stayed above kappa^2 = {kappa_sq:.3g} (kappa = {scheme.kappa}), so the "
-        "prior networks were never trained and beta stayed at its initial value. Train longer "
+        f"C_t = {c_txt} stayed above kappa^2 = {kappa_sq:.3g} (kappa = {scheme.kappa}), so beta "
+        "stayed at its initial value and the prior's parameters (if any) were never trained. "
+        "Train longer "
         "(trainer.max_steps) or raise optim.kappa (the RMS error per data dimension you accept)."
     )
 
