@@ -68,6 +68,9 @@ def _fake_cmu_job(root: Path, num: int, model: str, scheme: str, mean: float) ->
     }
     cfg = {"model": {"_target_": f"vhp_lightning.models.{model}"}, "optim": {"scheme": scheme_cfg}}
     (job / ".hydra" / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+    (job / ".hydra" / "overrides.yaml").write_text(
+        "- experiment=cmu_interpolation\n- optim.kappa=0.1\n"
+    )
     interp = job / "interpolation"
     interp.mkdir()
     summary = {"smoothness_mean": mean, "smoothness_std": mean / 4, "smoothness_graph_std": 0.001,
@@ -98,6 +101,9 @@ def test_cmu_report_tables_fig7_and_copies_figures(tmp_path: Path) -> None:
     )
     assert "| VampPrior | REWO | 9999 | 0.5 | 0.0456 |" in text
     assert "| IWAE | beta = 1 | 9999 | 0.5 | 0.0789 |" in text
+    assert "(`experiment=cmu_interpolation`, `optim.kappa=0.1`) |" in text
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| V")]
+    assert rows[:2] == ["| VHP", "| VampPrior"]  # Fig. 7's order: VHP, VampPrior, IWAE
     assert "VAE |" not in text and "0.5000" not in text
     # per joint: the 50 channel names of the CMU DataModule, mean +- std of each model
     assert "| lowerback.rx | 0.0123 +- 0.0012 | 0.0456 +- 0.0046 | 0.0789 +- 0.0079 |" in text

@@ -236,6 +236,13 @@ def _final_step_and_beta(job: Path) -> tuple[int | None, float | None]:
     return step, beta
 
 
+def _overrides_text(job: Path) -> str:
+    """The job's command-line overrides (``.hydra/overrides.yaml``), e.g. ``optim.kappa=0.1``."""
+    path = job / ".hydra" / "overrides.yaml"
+    items = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+    return ", ".join(f"`{item}`" for item in items) or "none"
+
+
 def _cmu_label(cfg: dict[str, Any]) -> tuple[str, str] | None:
     """``(model, objective)`` of a job from its composed config (None: not a Fig. 7 model)."""
     name = str((cfg.get("model") or {}).get("_target_", "")).rsplit(".", 1)[-1]
@@ -303,11 +310,13 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
         "(VHP smoother than VampPrior and IWAE), so there is no number to put beside ours.",
         "",
         "| model | objective | steps | final beta | smoothness mean | std over interpolations "
-        "| std over graphs | connected | path points | latent path length | job |",
+        "| std over graphs | connected | path points | latent path length | job (overrides) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     per_dim: dict[str, list[dict[str, str]]] = {}
     copied: list[str] = []
+    order = list(_CMU_MODELS.values())
+    jobs.sort(key=lambda j: (order.index(j[0][0]), j[0][1] != "REWO", str(j[1])))
     for (model, objective), job, m in jobs:
         step, beta = _final_step_and_beta(job)
         name = f"{model} ({objective})"
@@ -316,7 +325,8 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
             f"{'?' if beta is None else f'{beta:.3g}'} | {m['smoothness_mean']:.4f} | "
             f"{m['smoothness_std']:.4f} | {m['smoothness_graph_std']:.4f} | "
             f"{m['n_connected']:.0f} / {m['n_interpolations']:.0f} | "
-            f"{m['path_points_mean']:.1f} | {m['latent_length_mean']:.2f} | `{job}` |"
+            f"{m['path_points_mean']:.1f} | {m['latent_length_mean']:.2f} | `{job}` "
+            f"({_overrides_text(job)}) |"
         )
         per_dim_csv = job / "interpolation" / "smoothness_per_dim.csv"
         if per_dim_csv.is_file():
