@@ -30,7 +30,7 @@ NEW_DATA = {
 }
 NEW_EXPERIMENTS = {
     "cmu_interpolation": NEW_DATA["cmu_mocap"],
-    "faces_interpolation": [*NEW_DATA["image_folder"], "dataset.root=${data_dir}/image_folder"],
+    "faces_interpolation": NEW_DATA["image_folder"],  # reads ${data_dir}/image_folder
     "pendulum_interpolation": PENDULUM_SMALL,
 }
 
