@@ -211,7 +211,7 @@ def table2(sweep_dir: Path) -> str:
 
 
 # Sec. 4.2 / App. C: the three models of Fig. 5-7 and 17; the figures copied per model.
-_CMU_MODELS = {"VHP": "VHP", "VampPrior": "VampPrior", "IWAE": "IWAE"}
+_CMU_MODELS = ("VHP", "VampPrior", "IWAE")  # Fig. 7's order
 _CMU_FIGURES = {
     "latents_by_label.png": "posterior means by motion beside prior samples (Fig. 17)",
     "graph_paths.png": "the graph on prior samples with four interpolations (Fig. 5)",
@@ -251,20 +251,18 @@ def _cmu_label(cfg: dict[str, Any]) -> tuple[str, str] | None:
     scheme = (cfg.get("optim") or {}).get("scheme") or {}
     kind = str(scheme.get("_target_", "")).rsplit(".", 1)[-1]
     objective = f"beta = {scheme.get('beta', 1.0):g}" if kind == "ConstantBeta" else kind
-    return _CMU_MODELS[name], objective
+    return name, objective
 
 
 def plot_smoothness_per_joint(
-    per_dim: dict[str, list[dict[str, str]]], channels: tuple[str, ...] | None, path: Path
+    per_dim: dict[str, list[dict[str, str]]], channels: list[str], path: Path
 ) -> None:
-    """Fig. 7: per output dimension (joint), mean and std of the smoothness factor per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Fig. 7: per output dimension (joint, named by ``channels``), mean and std of the
+    smoothness factor per model."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    n_dims = max(len(rows) for rows in per_dim.values())
+    n_dims = len(channels)
     width = 0.8 / len(per_dim)
     fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * n_dims), 3.6), layout="constrained")
     for k, (label, rows) in enumerate(per_dim.items()):
@@ -273,8 +271,7 @@ def plot_smoothness_per_joint(
         x = np.arange(len(rows)) + (k - (len(per_dim) - 1) / 2) * width
         ax.bar(x, mean, width, yerr=std, label=label, capsize=1.5, error_kw={"lw": 0.6})
     ax.set_xticks(np.arange(n_dims))
-    names = channels if channels and len(channels) == n_dims else tuple(map(str, range(n_dims)))
-    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_xticklabels(channels, rotation=90, fontsize=6)
     ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
     ax.set_title("Smoothness of the interpolated movements per joint (Fig. 7); smaller is smoother")
     ax.legend(fontsize=8)
@@ -286,7 +283,7 @@ def plot_smoothness_per_joint(
 def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
     """Fig. 7's smoothness (mean over graphs x interpolations, and per joint) of every finished
     job of ``experiment=cmu_interpolation`` under ``sweep_dir``; with ``figures_dir``, Fig. 7 is
-    drawn there and each model's Fig. 5/6/17 panels are copied beside it."""
+    drawn there and each model's Fig. 5 and 17 panels are copied beside it."""
     jobs = []
     for cfg_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
         job = cfg_path.parent.parent
@@ -315,8 +312,7 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
     ]
     per_dim: dict[str, list[dict[str, str]]] = {}
     copied: list[str] = []
-    order = list(_CMU_MODELS.values())
-    jobs.sort(key=lambda j: (order.index(j[0][0]), j[0][1] != "REWO", str(j[1])))
+    jobs.sort(key=lambda j: (_CMU_MODELS.index(j[0][0]), j[0][1] != "REWO", str(j[1])))
     for (model, objective), job, m in jobs:
         step, beta = _final_step_and_beta(job)
         name = f"{model} ({objective})"
@@ -351,8 +347,9 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
             "|---|" + "---|" * len(names),
         ]
         n_dims = max(len(rows) for rows in per_dim.values())
-        for d in range(n_dims):
-            channel = FEATURE_CHANNELS[d] if n_dims == len(FEATURE_CHANNELS) else str(d)
+        named = n_dims == len(FEATURE_CHANNELS)
+        channels = list(FEATURE_CHANNELS) if named else [str(d) for d in range(n_dims)]
+        for d, channel in enumerate(channels):
             cells = []
             for rows in per_dim.values():
                 r = rows[d] if d < len(rows) else None
@@ -364,7 +361,6 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
                 )
             lines.append(f"| {channel} | " + " | ".join(cells) + " |")
         if figures_dir is not None:
-            channels = FEATURE_CHANNELS if n_dims == len(FEATURE_CHANNELS) else None
             plot_smoothness_per_joint(per_dim, channels, figures_dir / "fig7_smoothness.png")
             copied.insert(0, "fig7_smoothness.png")
     if copied and figures_dir is not None:

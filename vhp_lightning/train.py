@@ -171,18 +171,16 @@ def _finish_wandb(loggers: list[Any]) -> None:
 def initial_phase_warning(scheme: Any) -> str | None:
     """A warning when a REWO-like scheme never met its constraint: the prior was never trained."""
     kappa_sq = getattr(scheme, "kappa_sq", None)
-    if kappa_sq is None or not hasattr(scheme, "switch_step") or scheme.switch_step is not None:
-        return None
-    if getattr(scheme, "train_prior", True):
-        return None  # schemes without an initial phase (GECO) train the prior throughout
+    if kappa_sq is None or getattr(scheme, "train_prior", True):
+        return None  # no constraint, switched, or no initial phase at all (GECO, warm-up)
     c_hat = getattr(scheme, "c_hat", None)
     c_txt = "not measured" if c_hat is None else f"{c_hat:.3g}"
     return (
         f"{type(scheme).__name__} never left its initial phase: the running reconstruction error "
         f"C_t = {c_txt} stayed above kappa^2 = {kappa_sq:.3g} (kappa = {scheme.kappa}), so beta "
         "stayed at its initial value and the prior's parameters (if any) were never trained. "
-        "Train longer "
-        "(trainer.max_steps) or raise optim.kappa (the RMS error per data dimension you accept)."
+        "Train longer (trainer.max_steps) or raise optim.kappa (the RMS error per data dimension "
+        "you accept)."
     )
 
 

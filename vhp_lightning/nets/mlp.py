@@ -50,10 +50,10 @@ class MLP(nn.Module):
         layers.append(nn.Linear(dims[-1], self.out_dim))
         self.net = nn.Sequential(*layers)
         if init == "he":
-            gain = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh"}.get(activation)
+            gain = activation if activation in ("relu", "leaky_relu", "tanh") else "linear"
             for layer in layers:
                 if isinstance(layer, nn.Linear):
-                    nn.init.kaiming_uniform_(layer.weight, nonlinearity=gain or "linear")
+                    nn.init.kaiming_uniform_(layer.weight, nonlinearity=gain)
                     nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
