@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,6 +52,33 @@ def validate(cfg: DictConfig) -> None:
             f"resume=true and ckpt_path={cfg.ckpt_path} both given: resume=true picks the last "
             "checkpoint of this run dir; pass one of them, not both."
         )
+
+
+def configure_torch(num_threads: Any = 1, flush_denormal: Any = True) -> str:
+    """Apply the run's CPU settings and return the line that reports them.
+
+    ``num_threads``: torch's intra-op threads (``null`` keeps torch's default, one per core). One
+    is the default: on the App. F MLPs (batch 128) a second thread under load was measured slower
+    than one, and parallel runs then share the cores. ``flush_denormal``: treat denormal floats
+    as zero on CPU (``torch.set_flush_denormal``). REWO's initial beta = 1e-4 scales every gradient
+    through the prior nets into the denormal range, where each float operation is many times
+    slower (bench/RESULTS.md); flushing them changes no Adam update (their squares are below the
+    float32 range already, so Adam's step is 0 either way).
+    """
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(
+                f"num_threads must be an integer >= 1 or null (torch's default), got "
+                f"{num_threads!r}"
+            )
+        torch.set_num_threads(num_threads)
+    if not isinstance(flush_denormal, bool):
+        raise TypeError(f"flush_denormal must be true or false, got {flush_denormal!r}")
+    flushed = torch.set_flush_denormal(flush_denormal) and flush_denormal
+    return (
+        f"torch: {torch.get_num_threads()} CPU thread(s) (num_threads={num_threads}), "
+        f"denormals {'flushed to zero' if flushed else 'kept'} (flush_denormal={flush_denormal})"
+    )
 
 
 def is_secret(key: Any) -> bool:

@@ -35,6 +35,7 @@ from torchmetrics import MeanMetric
 
 from vhp_lightning.api import TrainedModel, load
 from vhp_lightning.bounds import gaussian_kl_std_normal, reparameterize
+from vhp_lightning.config import configure_torch
 from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Load ``cfg.ckpt_path``, compute ``cfg.metrics`` on ``cfg.split``, write
     ``out_dir/metrics.json``; returns what it wrote."""
     check_options(cfg)
+    log.info(configure_torch(cfg.get("num_threads", 1), cfg.get("flush_denormal", True)))
     out_dir = Path(out_dir)
     device = _device(str(cfg.device))
     trained = load(cfg.ckpt_path, map_location=device)

@@ -39,6 +39,9 @@ class VHPModule(pl.LightningModule):
             paper's S = 5000 is ``vhp_lightning.evaluate``'s default; the end-of-training test
             uses fewer so it stays cheap.
         nll_chunk_size: decoder evaluations (images x samples) per forward pass of ``test/nll``.
+        log_parts_every_n_steps: log the training loss parts (loss, recon, kl, rmse, ...) every
+            this many steps; each ``self.log`` costs Python time on every step that calls it.
+            The beta-scheme logs beta, C_t and the phase itself, every step.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class VHPModule(pl.LightningModule):
         config: dict[str, Any] | None = None,
         nll_samples: int = 100,
         nll_chunk_size: int = 1000,
+        log_parts_every_n_steps: int = 50,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -64,6 +68,13 @@ class VHPModule(pl.LightningModule):
         if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
             raise ValueError(f"nll_samples must be an integer >= 0 (0 = off), got {nll_samples!r}")
         self.nll_samples, self.nll_chunk_size = nll_samples, int(nll_chunk_size)
+        if isinstance(log_parts_every_n_steps, bool) or not isinstance(
+            log_parts_every_n_steps, int
+        ):
+            raise TypeError(
+                f"log_parts_every_n_steps must be an integer >= 1, got {log_parts_every_n_steps!r}"
+            )
+        self.log_parts_every_n_steps = max(1, log_parts_every_n_steps)
         self.test_nll = MeanNLL()  # summed across processes: correct under DDP
 
     # --- optimisation -------------------------------------------------------------------------
@@ -99,7 +110,14 @@ class VHPModule(pl.LightningModule):
             # LightningOptimizer wrapper, so that `global_step` and `max_steps` count training
             # iterations of Alg. 1, not optimizer calls (Lightning counts each wrapped step).
             self.trainer.strategy.optimizer_step(opts[1].optimizer, closure=_no_closure)
-        self._log_parts("train", parts, loss, prog_bar=True)
+        self.log("train/loss", loss.detach(), prog_bar=True, logger=False)  # progress bar only
+        step = self.global_step - 1  # the batch just trained: the step the loggers record
+        if step % self.log_parts_every_n_steps == 0 and self.loggers:
+            # Straight to the loggers: a part logged with self.log would be re-written, stale,
+            # at every later step until it is logged again.
+            scalars = _scalars("train", parts, loss)
+            for logger in self.loggers:
+                logger.log_metrics(scalars, step=step)
         return {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -121,22 +139,10 @@ class VHPModule(pl.LightningModule):
     def _log_parts(
         self, stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor, prog_bar: bool
     ) -> None:
-        on_step = stage == "train"
-        # train/loss is nll + beta * kl; val/loss and test/loss are the beta = 1 bound -ELBO.
-        self.log(
-            f"{stage}/loss",
-            loss.detach(),
-            prog_bar=prog_bar,
-            on_step=on_step,
-            on_epoch=not on_step,
-            sync_dist=not on_step,
-        )
-        scalars = {f"{stage}/{k}": v.detach() for k, v in parts.items() if v.dim() == 0}
-        scalars[f"{stage}/rmse"] = scalars.pop(f"{stage}/constraint").clamp(min=0).sqrt()
-        # The model's "nll" part is the reconstruction term E_q[-log p(x|z)]; "<stage>/nll" is
-        # kept for the importance-sampled -log p(x) of Table 2 (test_step).
-        scalars[f"{stage}/recon"] = scalars.pop(f"{stage}/nll")
-        self.log_dict(scalars, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
+        """Epoch means of an evaluation stage's loss and parts."""
+        # val/loss and test/loss are the beta = 1 bound -ELBO (epoch means over all ranks).
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=prog_bar, on_epoch=True, sync_dist=True)
+        self.log_dict(_parts(stage, parts), on_epoch=True, sync_dist=True)
 
     # --- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -147,6 +153,25 @@ class VHPModule(pl.LightningModule):
         state = checkpoint.get("vhp_beta")
         if state:
             self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])
+
+
+def _parts(stage: str, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The scalar parts of a model's loss under their logged names, ``<stage>/<name>``.
+
+    The constraint C_ba is logged as its square root, ``rmse``; the model's ``nll`` part (the
+    reconstruction term E_q[-log p(x|z)]) as ``recon``, since ``<stage>/nll`` names the
+    importance-sampled -log p(x) of Table 2 (``test_step``).
+    """
+    scalars = {f"{stage}/{k}": v.detach() for k, v in parts.items() if v.dim() == 0}
+    scalars[f"{stage}/rmse"] = scalars.pop(f"{stage}/constraint").clamp(min=0).sqrt()
+    scalars[f"{stage}/recon"] = scalars.pop(f"{stage}/nll")
+    return scalars
+
+
+def _scalars(stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
+    """``_parts`` plus ``<stage>/loss`` (nll + beta * kl for training) as Python floats."""
+    scalars = {f"{stage}/loss": loss.detach(), **_parts(stage, parts)}
+    return {k: float(v) for k, v in scalars.items()}
 
 
 def _no_closure() -> None:

@@ -41,6 +41,7 @@ from vhp_lightning.checkpoint import (
     load_checkpoint,
 )
 from vhp_lightning.config import (
+    configure_torch,
     instantiate_group,
     plain_config,
     redact,
@@ -60,6 +61,7 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build everything from ``cfg``, fit (and test), return the final metrics."""
     validate(cfg)
+    log.info(configure_torch(cfg.get("num_threads", 1), cfg.get("flush_denormal", True)))
     _redact_saved_config()
     ckpt_path = resolve_ckpt_path(cfg)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None  # fails early, naming the fix
@@ -73,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         optimizer=instantiate(cfg.optim.optimizer),
         config=config,
         nll_samples=int(cfg.get("nll_samples", 100)),
+        log_parts_every_n_steps=cfg.get("log_parts_every_n_steps", 50),
     )
     if ckpt is not None:
         check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
