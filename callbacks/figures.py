@@ -19,7 +19,11 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
-from vhp_lightning.pendulum_metrics import latent_angle_report
+from vhp_lightning.pendulum_metrics import (
+    knn_angle_error,
+    latent_angle_report,
+    prior_fit_report,
+)
 from vhp_lightning.plots import plot_beta_trace, plot_posterior_and_prior
 
 
@@ -45,6 +49,7 @@ class PendulumFigures(Callback):
         self.n_prior_samples = int(n_prior_samples)
         self.split = split
         self.trace: list[tuple[int, float, float]] = []
+        self.snapshots: list[dict[str, float]] = []
         self.kappa_sq: float | None = None
 
     def on_train_batch_end(
@@ -73,7 +78,7 @@ class PendulumFigures(Callback):
             return
         snapshot = self._snapshot(trainer, pl_module, f"latents_step{trainer.global_step}")
         if snapshot is not None:  # rank zero
-            self._write_metrics(trainer, pl_module, *snapshot)
+            self._write_metrics(trainer)
             self._write_trace(trainer)
 
     # ------------------------------------------------------------------------------------------
@@ -102,28 +107,45 @@ class PendulumFigures(Callback):
 
     @rank_zero_only
     def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str):
+        """Draw Fig. 2's panels, keep the arrays (``<name>.npz``) and append one row of
+        metrics and prior-fit diagnostics to ``snapshots.csv`` (Figs. 2, 11-15 over steps)."""
         means, stds, angles, prior = self._encode(trainer, pl_module)
-        title = f"step {trainer.global_step}, beta = {getattr(pl_module, 'beta', 1.0):.3g}"
+        beta = float(getattr(pl_module, "beta", 1.0))
+        title = f"step {trainer.global_step}, beta = {beta:.3g}"
         self._save(trainer, name, plot_posterior_and_prior(means, stds, angles, prior, title))
+        np.savez_compressed(
+            self.dirpath / f"{name}.npz", means=means, stds=stds, angles=angles, prior=prior
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            fit = prior_fit_report(pl_module.model, *map(torch.from_numpy, (means, prior)))
+        # The same kNN read through the posterior's noise (one z ~ q(z|x) per image): about
+        # pi/2 while q(z|x) is collapsed, even when its means alone still order the angles.
+        sampled = means + stds * np.random.default_rng(0).standard_normal(means.shape)
+        row = {
+            "step": trainer.global_step,
+            "beta": beta,
+            "c_hat": self.trace[-1][2] if self.trace else float("nan"),
+            **latent_angle_report(means, angles),
+            "knn_sample_error": knn_angle_error(sampled, angles),
+            "posterior_std": float(stds.mean()),
+            **fit,
+        }
+        self.snapshots = [r for r in self.snapshots if r["step"] != row["step"]] + [row]
+        _write_csv(self.dirpath / "snapshots.csv", self.snapshots)
         return means, angles
 
     @rank_zero_only
-    def _write_metrics(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        means: np.ndarray,
-        angles: np.ndarray,
-    ) -> None:
-        report = latent_angle_report(means, angles)
-        report.update(step=trainer.global_step, beta=float(getattr(pl_module, "beta", 1.0)))
+    def _write_metrics(self, trainer: pl.Trainer) -> None:
+        """``pendulum_metrics.json``: the last snapshot's row (the end of training)."""
+        report = dict(self.snapshots[-1])
         _atomic_write_json(self.dirpath / "pendulum_metrics.json", report)
         for lg in trainer.loggers:
             lg.log_metrics(
                 {
                     f"{self.split}/{k}": v
                     for k, v in report.items()
-                    if k in ("polar_ols_error", "knn_angle_error")
+                    if k in ("arcsin_ols_error", "polar_ols_error", "knn_angle_error")
                 },
                 step=trainer.global_step,
             )
@@ -143,10 +165,11 @@ class PendulumFigures(Callback):
         plt.close(fig)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"trace": [list(t) for t in self.trace]}
+        return {"trace": [list(t) for t in self.trace], "snapshots": self.snapshots}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.trace = [tuple(t) for t in state_dict.get("trace", [])]  # type: ignore[misc]
+        self.snapshots = list(state_dict.get("snapshots", []))
 
 
 def log_figure(trainer: pl.Trainer, key: str, fig: Figure, path: Path) -> None:
@@ -157,6 +180,15 @@ def log_figure(trainer: pl.Trainer, key: str, fig: Figure, path: Path) -> None:
             lg.experiment.add_figure(key, fig, global_step=trainer.global_step, close=False)
         elif kind == "WandbLogger":
             lg.log_image(key=key, images=[str(path)], step=trainer.global_step)
+
+
+def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    """All rows (same keys) as one CSV, written atomically."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = [",".join(keys)] + [",".join(f"{r.get(k, '')}" for k in keys) for r in rows]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def _atomic_write_json(path: Path, data: dict) -> None:

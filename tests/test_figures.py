@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv as csv_module
 import json
 from pathlib import Path
+
+import numpy as np
 
 from vhp_lightning.train import train
 
@@ -29,3 +32,14 @@ def test_pendulum_callbacks_write_figures_and_metrics(compose_cfg, tmp_path: Pat
     assert 0.0 <= metrics["knn_angle_error"] <= 3.1416 and metrics["step"] == 20
     csv = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "test/polar_ols_error" in csv and "test/knn_angle_error" in csv
+    assert "test/arcsin_ols_error" in csv
+    # One row per snapshot, with the three metrics and the prior-fit diagnostics; the last row
+    # is what pendulum_metrics.json holds.
+    with open(figures / "snapshots.csv") as f:
+        rows = list(csv_module.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [10, 20]
+    assert float(rows[-1]["knn_sample_error"]) == metrics["knn_sample_error"]
+    assert {"arcsin_ols_error", "q_zeta_spread", "p_z_std", "prior_radius_mean"} <= set(rows[0])
+    arrays = np.load(figures / "latents_step20.npz")
+    assert arrays["means"].shape == arrays["stds"].shape == (len(arrays["angles"]), 2)
+    assert arrays["prior"].shape == (50, 2)

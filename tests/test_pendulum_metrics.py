@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from vhp_lightning.pendulum_metrics import (
+    arcsin_ols_error,
     fit_circle,
     knn_angle_error,
     latent_angle_report,
     polar_ols_error,
+    prior_fit_report,
     wrap_angle,
 )
 
@@ -73,7 +76,8 @@ def test_knn_error_is_small_on_a_non_circular_loop(angles):
     report = latent_angle_report(latents, angles)
     assert report["knn_angle_error"] == pytest.approx(knn)
     assert report["polar_ols_error"] == pytest.approx(polar)
-    assert set(report) == {"polar_ols_error", "knn_angle_error", "polar_slope"}
+    assert set(report) == {"arcsin_ols_error", "polar_ols_error", "knn_angle_error", "polar_slope"}
+    assert report["arcsin_ols_error"] == pytest.approx(arcsin_ols_error(latents, angles))
 
 
 def test_errors_never_exceed_pi():
@@ -95,3 +99,50 @@ def test_metrics_reject_bad_shapes(angles):
         knn_angle_error(np.zeros((N, 2)), angles[:10])
     with pytest.raises(ValueError, match="k=50"):
         knn_angle_error(np.zeros((20, 2)), angles[:20], k=50)
+
+
+def test_arcsin_statistic_is_exact_on_a_half_ring_and_folds_a_full_one():
+    # App. B.3: on a half-turn (theta in (-pi/2, pi/2)) of a ring centred at its mean,
+    # arcsin(z2 / r) is the angle itself, so the OLS is exact. The second half folds onto the
+    # first: over a full turn even a perfect ring keeps an error of the order of a radian.
+    theta = np.linspace(-np.pi / 2 + 0.01, np.pi / 2 - 0.01, 501)
+    half = np.column_stack(
+        [np.concatenate([np.cos(theta), -np.cos(theta)]), np.r_[np.sin(theta), np.sin(theta)]]
+    )
+    assert arcsin_ols_error(half, np.r_[theta, theta]) < 1e-9
+    full = np.random.default_rng(0).uniform(0, 2 * np.pi, N)
+    perfect = arcsin_ols_error(np.column_stack([np.cos(full), np.sin(full)]), full)
+    noise = arcsin_ols_error(np.random.default_rng(1).standard_normal((N, 2)), full)
+    assert 0.5 < perfect < noise < 2.0
+
+
+class _CollapsedPrior(torch.nn.Module):
+    """A two-layer prior whose q(zeta|z) ignores z and whose p(z|zeta) is N(0, 4 I)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def prior_encoder(self, z):
+        return torch.zeros(len(z), 3) + self.w, torch.zeros(len(z), 3)
+
+    def prior_decoder(self, zeta):
+        return torch.zeros(len(zeta), 2), torch.full((len(zeta), 2), float(np.log(4.0)))
+
+
+def test_prior_fit_report_on_a_collapsed_second_layer():
+    latents = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    prior = torch.tensor([[2.0, 0.0], [0.0, -2.0]])
+    report = prior_fit_report(_CollapsedPrior(), latents, prior)
+    assert report["encoded_radius_mean"] == pytest.approx(1.0)
+    assert report["encoded_radius_std"] == pytest.approx(0.0)
+    assert report["prior_radius_mean"] == pytest.approx(2.0)
+    assert report["q_zeta_spread"] == 0.0 and report["p_z_mean_spread"] == 0.0
+    assert report["p_z_std"] == pytest.approx(2.0)
+    # A one-layer model: radii only.
+    assert set(prior_fit_report(torch.nn.Linear(1, 1), latents, prior)) == {
+        "encoded_radius_mean",
+        "encoded_radius_std",
+        "prior_radius_mean",
+        "prior_radius_std",
+    }

@@ -1,7 +1,9 @@
 """How well a 2-d latent holds the pendulum's joint angle (sec. 4.1, Table 1, App. B.3).
 
-Two numbers, both mean absolute angular errors in radians, wrapped to [0, pi] (READING-NOTES 8):
+Three numbers, all mean absolute angular errors in radians (READING-NOTES 8):
 
+- ``arcsin_ols_error``: App. B.3 as written (OLS on arcsin(z2 / r)); blind to which half of the
+  ring a point is on, so it is reported beside the two below, not instead of them.
 - ``polar_ols_error``: the paper's reading -- the latent is a ring around a centre and its polar
   angle is a linear function of the joint angle. This is what Table 1 reports.
 - ``knn_angle_error``: whether the angle can be read off the latent at all, whatever the shape
@@ -9,7 +11,7 @@ Two numbers, both mean absolute angular errors in radians, wrapped to [0, pi] (R
 
 A ring gives two small numbers; a closed loop of another shape (folded, passing near its
 centre) gives a small kNN error and a large polar error; an uninformative latent gives two large
-ones (pi/2 for a latent that ignores the angle). Report both with the latent plot
+ones (pi/2 for a latent that ignores the angle). Report them with the latent plot
 (``plots.plot_latents``) so a reader sees which case a run is in.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 
@@ -156,15 +159,79 @@ def knn_angle_error(
     return float(np.abs(wrap_angle(angles - predicted_angles)).mean())
 
 
-def latent_angle_report(latents: np.ndarray, angles: np.ndarray) -> dict[str, float]:
-    """Both pendulum metrics, ready to log: ``latents: (N, 2)``, ``angles: (N,)`` radians.
+def arcsin_ols_error(latents: np.ndarray, angles: np.ndarray) -> float:
+    """The statistic of App. B.3 as written: OLS of the joint angle on arcsin(z2 / r), radians.
 
-    Returns ``{"polar_ols_error", "knn_angle_error"}`` (radians, see the two functions) and
-    ``"polar_slope"``, the refined OLS slope (close to +-1 for a ring).
+    ``latents: (N, 2)``, ``angles: (N,)``. The latents are centred on their mean, r is their mean
+    distance from it, and theta ~ a * arcsin(clip(z2 / r, -1, 1)) + b is fitted by ordinary least
+    squares; the result is the mean of |theta - prediction| (not wrapped: the OLS works on the
+    angle as a number in [0, 2 pi), as the paper's Fig. 14 plots it).
+
+    What it can see: whether z2 of a ring centred at its mean varies monotonically with the angle
+    over a half-turn. What it cannot: arcsin folds the two halves of the ring onto one, so even a
+    perfect ring leaves an error of the order of a radian over a full turn (a random latent gives
+    about pi / 2); it depends on the ring's rotation in the plane, and a loop off its mean or not
+    round is misread. ``polar_ols_error`` (decision 8) and ``knn_angle_error`` do not have these
+    blind spots.
+    """
+    latents, angles = _check(latents, angles)
+    centred = latents - latents.mean(axis=0)
+    radius = float(np.linalg.norm(centred, axis=1).mean())
+    x = np.arcsin(np.clip(centred[:, 1] / max(radius, 1e-12), -1.0, 1.0))
+    design = np.column_stack([x, np.ones_like(x)])
+    coef, *_ = np.linalg.lstsq(design, angles, rcond=None)
+    return float(np.abs(angles - design @ coef).mean())
+
+
+def latent_angle_report(latents: np.ndarray, angles: np.ndarray) -> dict[str, float]:
+    """The three pendulum metrics, ready to log: ``latents: (N, 2)``, ``angles: (N,)`` radians.
+
+    Returns ``{"arcsin_ols_error", "polar_ols_error", "knn_angle_error"}`` (radians, see the
+    three functions) and ``"polar_slope"``, the refined OLS slope (close to +-1 for a ring).
     """
     polar = polar_ols_error(latents, angles)
     return {
+        "arcsin_ols_error": arcsin_ols_error(latents, angles),
         "polar_ols_error": polar["error"],
         "knn_angle_error": knn_angle_error(latents, angles),
         "polar_slope": polar["slope"],
     }
+
+
+@torch.no_grad()
+def prior_fit_report(
+    model: torch.nn.Module, latents: torch.Tensor, prior_samples: torch.Tensor
+) -> dict[str, float]:
+    """How well the learned prior covers the encoded data (the diagnostics of docs/pendulum.md).
+
+    ``latents: (N, Dz)`` posterior means, ``prior_samples: (M, Dz)`` draws of z ~ p(z). Returns
+    the radii about the centre of the encoded latents (``encoded_radius_mean/std``,
+    ``prior_radius_mean/std``) and, for a two-layer model (``prior_encoder`` q(zeta|z),
+    ``prior_decoder`` p(z|zeta)): ``q_zeta_spread``, the RMS over zeta-dims of the std over the
+    data of q(zeta|z)'s mean (about 0 when the second layer ignores z: collapsed);
+    ``p_z_mean_spread``, the same for p(z|zeta)'s mean over zeta ~ N(0, I); ``p_z_std``, the mean
+    std of p(z|zeta) (the width of each prior component).
+    """
+    latents, prior_samples = latents.float(), prior_samples.float()
+    centre = latents.mean(dim=0)
+    enc_r = (latents - centre).norm(dim=1)
+    prior_r = (prior_samples - centre).norm(dim=1)
+    out = {
+        "encoded_radius_mean": float(enc_r.mean()),
+        "encoded_radius_std": float(enc_r.std()),
+        "prior_radius_mean": float(prior_r.mean()),
+        "prior_radius_std": float(prior_r.std()),
+    }
+    q_net, p_net = getattr(model, "prior_encoder", None), getattr(model, "prior_decoder", None)
+    if q_net is None or p_net is None:
+        return out
+    param = next(model.parameters())
+    mu_zeta, _ = q_net(latents.to(device=param.device, dtype=param.dtype))
+    zeta = torch.randn(len(prior_samples), mu_zeta.shape[-1], device=param.device)
+    mu_z, lv_z = p_net(zeta.to(param.dtype))
+    out.update(
+        q_zeta_spread=float(mu_zeta.float().var(dim=0).mean().sqrt()),
+        p_z_mean_spread=float(mu_z.float().var(dim=0).mean().sqrt()),
+        p_z_std=float((0.5 * lv_z.float()).exp().mean()),
+    )
+    return out
