@@ -2,40 +2,99 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vhp_lightning.report import main
+from vhp_lightning.reports.pendulum_table1 import scheme_trace
 
 
-def _fake_job(root: Path, num: int, setting: str, error: float) -> None:
-    job = root / str(num)
+def _fake_job(
+    root: Path, name: str, setting: str, error: float, seed: int = 0, sigma: float | None = 1.0
+) -> Path:
+    """A finished Table 1 run dir as the train CLI leaves it (config, overrides, CSV log,
+    snapshot arrays and metrics), with REWO-like phase switch at step 2."""
+    job = root / name
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text(f"- +table1={setting}\n- trainer.max_steps=5\n")
-    (job / "figures").mkdir()
-    metrics = {"polar_ols_error": error, "knn_angle_error": error / 2, "polar_slope": 1.0,
-               "step": 5, "beta": 0.5}  # fmt: skip
-    (job / "figures" / "pendulum_metrics.json").write_text(json.dumps(metrics))
+    (job / ".hydra" / "overrides.yaml").write_text(f"- +table1={setting}\n- seed={seed}\n")
+    cfg = {"seed": seed, "paper": {"likelihood": {"sigma": sigma}}, "optim": {"kappa": 0.02}}
+    (job / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
+    (job / "csv").mkdir()
+    (job / "csv" / "metrics.csv").write_text(
+        "step,rewo/beta,rewo/c_hat,rewo/train_prior,train/kl\n"
+        + "".join(f"{s},{1e-4 * 2**s},{0.01 / (s + 1)},{float(s >= 2)},\n" for s in range(5))
+        + "4,,,,3.0\n"
+    )
+    figures = job / "figures"
+    figures.mkdir()
+    rng = np.random.default_rng(seed)
+    for step in (2, 5):
+        angles = rng.uniform(0, 2 * np.pi, 50)
+        means = np.column_stack([np.cos(angles), np.sin(angles)])
+        np.savez(figures / f"latents_step{step}.npz", means=means, stds=0 * means + 0.1,
+                 angles=angles, prior=rng.standard_normal((40, 2)))  # fmt: skip
+    (figures / "snapshots.csv").write_text("step,knn_sample_error\n2,1.2\n5,0.05\n")
+    metrics = {"arcsin_ols_error": 1.0, "polar_ols_error": error, "knn_angle_error": error / 2,
+               "knn_sample_error": 0.05, "polar_slope": 1.0, "step": 5, "beta": 0.5,
+               "p_z_std": 0.5, "prior_radius_mean": 9.0, "encoded_radius_mean": 9.5}  # fmt: skip
+    (figures / "pendulum_metrics.json").write_text(json.dumps(metrics))
+    return job
 
 
-def test_report_puts_ours_beside_the_paper(tmp_path: Path) -> None:
-    _fake_job(tmp_path, 0, "rewo", 0.124)
-    _fake_job(tmp_path, 1, "geco", 0.9)
-    out = main(["pendulum_table1", str(tmp_path), "--out", str(tmp_path / "t.md")])
-    text = out.read_text()
-    assert "| VHP + REWO | 0.054 | 0.124 | 0.062 |" in text
-    assert "| VHP + GECO | 0.53 | 0.900 |" in text
-    assert "| VHP* | 0.49 | not run |" in text
+def test_table1_rows_are_appended_once_and_the_table_has_mean_and_std(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    csv_path, md = results / "pendulum_table1.csv", results / "pendulum_table1.md"
+    _fake_job(tmp_path / "a", "0", "rewo", 0.10, seed=0)
+    _fake_job(tmp_path / "a", "1", "geco", 0.9, seed=0)
+    main(["pendulum_table1", str(tmp_path / "a"), "--out", str(md)])
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [(r["method"], r["seed"], r["sigma"], r["steps"]) for r in rows] == [
+        ("rewo", "0", "1", "5"),
+        ("geco", "0", "1", "5"),
+    ]
+    assert rows[0]["switch_step"] == "2" and rows[0]["formed_step"] == "5"
+    # A second session adds seed 1 of REWO; the rows already there are kept, not duplicated.
+    _fake_job(tmp_path / "b", "0", "rewo", 0.20, seed=1)
+    main(["pendulum_table1", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(md)])
+    assert len(list(csv.DictReader(csv_path.open()))) == 3
+    text = md.read_text()
+    assert (
+        "| VHP + REWO | 1 | 5 | 0, 1 | 0.054 | 1.000 ± 0.000 | 0.150 ± 0.071 | 0.075 ± 0.035 |"
+        in text
+    )
+    assert "| VHP + GECO | 1 | 5 | 0 | 0.53 | 1.000 | 0.900 | 0.450 |" in text
+    assert "Settings with fewer than two seeds: VHP + GECO, VHP*," in text
+    # Without run dirs the table is rebuilt from the CSV alone.
+    md.unlink()
+    main(["pendulum_table1", "--out", str(md)])
+    assert md.read_text() == text
+
+
+def test_table1_figures_put_the_settings_side_by_side(tmp_path: Path) -> None:
+    for k, setting in enumerate(("rewo", "geco", "vhp_star")):
+        _fake_job(tmp_path / "runs", str(k), setting, 0.1)
+    figures = tmp_path / "figs"
+    md = tmp_path / "t.md"
+    main(["pendulum_table1", str(tmp_path / "runs"), "--out", str(md), "--figures", str(figures)])
+    assert {p.name for p in figures.iterdir()} == {
+        "table1_sigma1_5steps_seed0_latents.png",
+        "table1_sigma1_5steps_seed0_beta.png",
+    }
+    trace = scheme_trace(tmp_path / "runs" / "0")
+    assert trace["step"].tolist() == [0, 1, 2, 3, 4]
+    assert trace["train_prior"].tolist() == [0, 0, 1, 1, 1]
 
 
 def test_report_without_jobs_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="experiment=pendulum_table1"):
-        main(["pendulum_table1", str(tmp_path)])
+        main(["pendulum_table1", str(tmp_path), "--out", str(tmp_path / "t.md")])
 
 
 @pytest.mark.slow
@@ -56,7 +115,8 @@ def test_table1_command_end_to_end_short_budget(tmp_path: Path) -> None:
     ]
     subprocess.run(train, cwd=tmp_path, env=env, check=True, timeout=1800)
     out = main(["pendulum_table1", str(sweep), "--out", str(tmp_path / "t1.md")])
-    assert "not run" not in out.read_text()
+    assert len(list(csv.DictReader((tmp_path / "t1.csv").open()))) == 6
+    assert "fewer than two seeds" in out.read_text()
 
 
 def _fake_cmu_job(root: Path, num: int, model: str, scheme: str, mean: float) -> None:

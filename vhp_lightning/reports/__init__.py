@@ -1,0 +1,1 @@
+"""Collectors over sweeps: read run dirs and ``results/*.csv``, write ``results/*.md``."""

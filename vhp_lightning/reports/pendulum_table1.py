@@ -1,0 +1,329 @@
+"""Table 1 (sec. 4.1, App. B) filled run by run: collect finished runs into a CSV, build the table.
+
+``python -m vhp_lightning.report pendulum_table1 <run or sweep dir> ...`` appends one row per
+finished run (``figures/pendulum_metrics.json`` present) to ``results/pendulum_table1.csv`` -- a
+row already there (same setting, seed, sigma and steps) is kept, never overwritten -- then
+writes ``results/pendulum_table1.md`` from *all* rows of the CSV (mean +- std over seeds per
+setting), and, when runs are given, the side-by-side figure of the settings (Figs. 2, 11-15) and
+their beta / C_t traces. A table can so be filled over several sessions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+# Table 1 of the paper: absolute error of the OLS regression (rad). App. B.4 gives no number.
+PAPER = {
+    "rewo": ("VHP + REWO", 0.054),
+    "geco": ("VHP + GECO", 0.53),
+    "vhp_star": ("VHP*", 0.49),
+    "vhp_star_wu20": ("VHP* + WU (20 epochs)", 0.20),
+    "vhp_star_wu200": ("VHP* + WU (200 epochs)", 0.31),
+    "rewo_elbo_prior": ("VHP + REWO, ELBO in 2nd layer (App. B.4)", None),
+}
+METRICS = ("arcsin_ols_error", "polar_ols_error", "knn_angle_error", "knn_sample_error")
+DIAGNOSTICS = (
+    "q_zeta_spread",
+    "p_z_std",
+    "prior_radius_mean",
+    "prior_radius_std",
+    "encoded_radius_mean",
+    "encoded_radius_std",
+)
+COLUMNS = (
+    "method",
+    "seed",
+    "sigma",
+    "steps",
+    "wall_s",
+    *METRICS,
+    "polar_slope",
+    "final_beta",
+    "switch_step",
+    "formed_step",
+    *DIAGNOSTICS,
+    "run",
+)
+KEY = ("method", "seed", "sigma", "steps")
+FORMED = 0.1  # rad: the latent "has formed" once the kNN error through q(z|x)'s noise is below
+
+
+# --- one run ------------------------------------------------------------------------------------
+def _overrides(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "overrides.yaml"
+    items = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+    return {name.lstrip("+"): value for name, _, value in (str(i).partition("=") for i in items)}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def scheme_trace(job: Path) -> dict[str, np.ndarray]:
+    """``step``, ``beta``, ``c_hat``, ``train_prior`` per logged step of a run's CSV log (the
+    scheme's ``<name>/...`` columns); empty arrays when the run has none."""
+    rows: dict[int, dict[str, float]] = {}
+    for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
+        for row in _read_csv(metrics_csv):
+            for key, value in row.items():
+                name = key.rsplit("/", 1)[-1]
+                if "/" in key and name in ("beta", "c_hat", "train_prior") and value:
+                    rows.setdefault(int(float(row["step"])), {})[name] = float(value)
+    steps = sorted(s for s, r in rows.items() if "beta" in r)
+    out = {"step": np.array(steps, dtype=np.int64)}
+    for name in ("beta", "c_hat", "train_prior"):
+        out[name] = np.array([rows[s].get(name, math.nan) for s in steps])
+    return out
+
+
+def run_row(job: Path) -> dict[str, Any] | None:
+    """The CSV row of one finished Table 1 run (``None`` when it is not one or not finished)."""
+    metrics_path = job / "figures" / "pendulum_metrics.json"
+    method = _overrides(job).get("table1")
+    if method not in PAPER or not metrics_path.is_file():
+        return None
+    metrics = yaml.safe_load(metrics_path.read_text())  # JSON is YAML
+    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+    sigma = (((cfg.get("paper") or {}).get("likelihood")) or {}).get("sigma")
+    trace = scheme_trace(job)
+    switch = None
+    if len(trace["step"]) and np.isfinite(trace["train_prior"]).any():
+        on = np.flatnonzero(trace["train_prior"] > 0.5)
+        switch = int(trace["step"][on[0]]) if len(on) and on[0] > 0 else None
+    snapshots = job / "figures" / "snapshots.csv"
+    formed = None
+    if snapshots.is_file():
+        for row in _read_csv(snapshots):
+            if row.get("knn_sample_error") and float(row["knn_sample_error"]) < FORMED:
+                formed = int(row["step"])
+                break
+    start = (job / ".hydra" / "config.yaml").stat().st_mtime
+    return {
+        "method": method,
+        "seed": int(cfg.get("seed", 0)),
+        "sigma": "learned" if sigma is None else f"{float(sigma):g}",
+        "steps": int(metrics["step"]),
+        "wall_s": round(metrics_path.stat().st_mtime - start),
+        **{k: metrics.get(k, "") for k in (*METRICS, "polar_slope")},
+        "final_beta": metrics.get("beta"),
+        "switch_step": "" if switch is None else switch,
+        "formed_step": "" if formed is None else formed,
+        **{k: metrics.get(k, "") for k in DIAGNOSTICS},
+        "run": job.name if job.parent.name != "." else str(job),
+    }
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Every run dir (holding ``.hydra/``) at or below ``paths``."""
+    runs: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a folder (a run dir or a sweep dir)")
+        runs += sorted(p.parent for p in path.rglob(".hydra") if p.is_dir())
+    return runs
+
+
+# --- the CSV and the table -------------------------------------------------------------------
+def append_rows(csv_path: Path, rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """Append the rows whose key (setting, seed, sigma, steps) is new; returns (added, kept).
+
+    Written to a temporary file and renamed: an interrupted write leaves the old CSV whole.
+    """
+    existing = _read_csv(csv_path) if csv_path.is_file() else []
+    have = {tuple(str(r[k]) for k in KEY) for r in existing}
+    new = [r for r in rows if tuple(str(r[k]) for k in KEY) not in have]
+    if new:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows([*existing, *new])
+        os.replace(tmp, csv_path)
+    return len(new), len(rows) - len(new)
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "—"
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """Markdown: one line per (setting, sigma, steps) with mean +- std over its seeds."""
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["sigma"], r["steps"], r["method"]), []).append(r)
+    lines = [
+        "# Table 1: OLS regression on the pendulum latents",
+        "",
+        "Built by `python -m vhp_lightning.report pendulum_table1` from every row of "
+        "`results/pendulum_table1.csv` (one row per finished run); mean ± std over seeds.",
+        "",
+        "| method | σ | steps | seeds | paper | App. B.3 arcsin OLS (rad) | polar OLS (rad) | "
+        "kNN (rad) | kNN through q(z\\|x) noise (rad) | final β | switch step | latent formed "
+        "at step | std of p(z\\|ζ) | prior / encoded radius | wall time per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate(PAPER)}
+    for (sigma, steps, method), group in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]), order.get(kv[0][2], 99))
+    ):
+        name, paper = PAPER.get(method, (method, None))
+        betas = _floats(group, "final_beta")
+        beta_txt = " / ".join(f"{b:.3g}" for b in betas)
+        switch = " / ".join(r["switch_step"] or "—" for r in group)
+        formed = " / ".join(r["formed_step"] or "never" for r in group)
+        radius = (
+            f"{_mean_std(_floats(group, 'prior_radius_mean'), 1)} / "
+            f"{_mean_std(_floats(group, 'encoded_radius_mean'), 1)}"
+        )
+        wall = _floats(group, "wall_s")
+        lines.append(
+            f"| {name} | {sigma} | {steps} | {', '.join(r['seed'] for r in group)} | "
+            f"{'—' if paper is None else f'{paper:.3g}'} | "
+            + " | ".join(_mean_std(_floats(group, k)) for k in METRICS)
+            + f" | {beta_txt} | {switch} | {formed} | {_mean_std(_floats(group, 'p_z_std'), 2)} | "
+            f"{radius} | {np.mean(wall) / 60:.0f} min |"
+        )
+    seeds = {m: {r["seed"] for r in rows if r["method"] == m} for m in PAPER}
+    missing = [name for m, (name, _) in PAPER.items() if len(seeds[m]) < 2]
+    lines += [
+        "",
+        "Metrics (decision 8, docs/pendulum.md), all mean absolute angular errors in radians of "
+        "the test set's posterior means: *App. B.3 arcsin OLS* is the paper's statistic as "
+        "written (it folds the two halves of the ring, so even a perfect ring scores about "
+        "1 rad); *polar OLS* uses the full polar angle around a fitted centre; *kNN* is a "
+        "cross-validated 5-NN regression of (cos, sin) of the angle, which does not assume a "
+        "ring; *through q(z|x) noise*: the same kNN on one sample z ~ q(z|x) per image, "
+        f"about π/2 while the posterior is collapsed. *Latent formed*: the first snapshot with "
+        f"that error below {FORMED} rad. β and switch step per seed.",
+    ]
+    if missing:
+        lines += ["", "Settings with fewer than two seeds: " + ", ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# --- figures -------------------------------------------------------------------------------------
+def _snapshot_steps(job: Path) -> list[int]:
+    return sorted(int(p.stem.removeprefix("latents_step")) for p in job.glob("figures/*.npz"))
+
+
+def plot_side_by_side(jobs: dict[str, Path], path: Path, n_steps: int = 4) -> list[int]:
+    """Figs. 2, 11-15 side by side: a column per setting, per chosen step a row of posterior
+    means (coloured by angle) and a row of prior samples, on the same axes within a cell pair.
+
+    ``jobs``: setting -> run dir (with ``figures/latents_step<k>.npz``). The steps are spread
+    over those all runs share (the last always included). Returns the steps drawn.
+    """
+    import matplotlib.pyplot as plt
+
+    common = sorted(set.intersection(*(set(_snapshot_steps(j)) for j in jobs.values())))
+    if not common:
+        raise FileNotFoundError("the runs share no snapshot step (figures/latents_step<k>.npz)")
+    picks = sorted({common[round(i)] for i in np.linspace(0, len(common) - 1, n_steps)})
+    fig, axes = plt.subplots(
+        2 * len(picks),
+        len(jobs),
+        figsize=(2.1 * len(jobs), 2.0 * 2 * len(picks)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for col, (setting, job) in enumerate(jobs.items()):
+        for k, step in enumerate(picks):
+            data = np.load(job / "figures" / f"latents_step{step}.npz")
+            means, prior, angles = data["means"], data["prior"], data["angles"]
+            top, bottom = axes[2 * k, col], axes[2 * k + 1, col]
+            top.scatter(*means.T, c=angles, cmap="hsv", s=1.5, vmin=0, vmax=2 * np.pi)
+            bottom.scatter(*prior.T, s=1.0, c="0.2", alpha=0.5)
+            both = np.concatenate([means, np.clip(prior, *np.percentile(prior, [1, 99], 0))])
+            lo, hi = both.min(0), both.max(0)
+            pad = 0.05 * (hi - lo).max() + 1e-6
+            for ax in (top, bottom):
+                ax.set_xlim(lo[0] - pad, hi[0] + pad)
+                ax.set_ylim(lo[1] - pad, hi[1] + pad)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if k == 0:
+                top.set_title(PAPER.get(setting, (setting,))[0], fontsize=7)
+            if col == 0:
+                top.set_ylabel(f"step {step}\nq(z|x) means", fontsize=7)
+                bottom.set_ylabel(f"step {step}\nprior samples", fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return picks
+
+
+def plot_traces(jobs: dict[str, Path], path: Path, kappa_sq: float | None = None) -> None:
+    """beta and C_t against the step for every setting on one pair of axes (log scales)."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    for setting, job in jobs.items():
+        trace = scheme_trace(job)
+        label = PAPER.get(setting, (setting,))[0]
+        ax_b.plot(trace["step"], np.maximum(trace["beta"], 1e-12), lw=1, label=label)
+        ax_c.plot(trace["step"], trace["c_hat"], lw=1, label=label)
+    if kappa_sq is not None:
+        ax_c.axhline(kappa_sq, color="k", ls="--", lw=0.8, label="κ²")
+    ax_b.set(yscale="log", xlabel="step", ylabel="β", title="β")
+    ax_c.set(yscale="log", xlabel="step", ylabel="Ĉ_t", title="running reconstruction error Ĉ_t")
+    ax_b.legend(fontsize=7)
+    ax_c.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:
+    """Collect ``paths`` into ``csv_path``, return the table and what was done (lines)."""
+    notes = []
+    pairs = [(job, row) for job in find_runs(paths) if (row := run_row(job)) is not None]
+    rows = [row for _, row in pairs]
+    if paths:
+        added, kept = append_rows(csv_path, rows)
+        notes.append(f"{added} row(s) added to {csv_path}, {kept} already there")
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{csv_path} does not exist and no finished Table 1 run was given; run "
+            "`python -m vhp_lightning.train -m experiment=pendulum_table1` first, then "
+            "`python -m vhp_lightning.report pendulum_table1 multirun/pendulum_table1/<date>`"
+        )
+    if figures_dir is not None and rows:
+        by_seed: dict[tuple[int, str, int], dict[str, Path]] = {}
+        for job, row in pairs:
+            by_seed.setdefault((row["seed"], row["sigma"], row["steps"]), {})[row["method"]] = job
+        for (seed, sigma, steps), group in by_seed.items():
+            group = {m: group[m] for m in PAPER if m in group}
+            stem = f"table1_sigma{sigma}_{steps}steps_seed{seed}"
+            picks = plot_side_by_side(group, figures_dir / f"{stem}_latents.png")
+            plot_traces(group, figures_dir / f"{stem}_beta.png", _kappa_sq(group))
+            notes.append(f"figures {figures_dir}/{stem}_{{latents,beta}}.png (steps {picks})")
+    return table(_read_csv(csv_path)), notes
+
+
+def _kappa_sq(jobs: dict[str, Path]) -> float | None:
+    for job in jobs.values():
+        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+        kappa = (cfg.get("optim") or {}).get("kappa")
+        if kappa is not None:
+            return float(kappa) ** 2
+    return None
