@@ -4,7 +4,7 @@ A scheme is a Lightning ``Callback``. After every training batch it reads the ba
 value C_ba from what ``training_step`` returned, all-reduces it over DDP ranks (so every process
 holds the same beta), updates the running average C_t = (1 - alpha) C_ba + alpha C_{t-1}
 (C_0 = C_ba, sec. 2.1), lets the subclass update beta and the phase, writes both onto the
-LightningModule for the *next* step (READING-NOTES 3: beta is applied one step after the batch
+LightningModule for the *next* step (decision 3: beta is applied one step after the batch
 that produced it), and logs them. Its state is in ``state_dict()`` so checkpoints carry it.
 
 The module protocol (see ``ConstraintModule``) is all a scheme needs, so any LightningModule can use
@@ -52,7 +52,7 @@ class BetaScheme(Callback):
 
     Subclasses implement :meth:`update` (called once per training batch with the new C_t) and
     may set ``self.beta`` and ``self.train_prior``. ``kappa`` is the constraint bound (an RMS
-    pixel error, READING-NOTES 1); schemes that ignore the constraint pass ``kappa=None``.
+    pixel error, decision 1); schemes that ignore the constraint pass ``kappa=None``.
     """
 
     name = "scheme"

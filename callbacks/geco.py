@@ -19,7 +19,7 @@ def geco_beta_update(beta: float, delta: float, nu: float) -> float:
 class GECO(BetaScheme):
     """All parameters trained from the first step; beta = 1/lambda follows eq. 5 every step.
 
-    lambda_0 = 1 (beta_init = 1) and no initial phase (READING-NOTES 5).
+    lambda_0 = 1 (beta_init = 1) and no initial phase (decision 5).
     """
 
     name = "geco"

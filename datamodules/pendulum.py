@@ -4,7 +4,7 @@ Nothing is downloaded: the images are rendered deterministically from a seed, in
 seconds for 15 000 images on two CPU cores). Each sample is
 ``(image: (1, 16, 16) float32 in [0, 1], angle: () float32)``.
 
-Rendering (READING-NOTES 9): a rod from the pivot at the image centre to a round bob, drawn on an
+Rendering (decision 9): a rod from the pivot at the image centre to a round bob, drawn on an
 ``size * supersample`` canvas as hard shapes, box-filtered down to ``size x size`` (anti-aliasing)
 and then blurred with a small Gaussian. Angle 0 points straight down and the angle grows
 counter-clockwise on screen, so the angle is recoverable from every image (the rod starts at the

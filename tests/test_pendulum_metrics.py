@@ -1,4 +1,4 @@
-"""The pendulum latent-angle metrics (sec. 4.1, App. B.3, READING-NOTES 8) on known latents."""
+"""The pendulum latent-angle metrics (sec. 4.1, App. B.3, decision 8) on known latents."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def reparameterize(
 def squared_error_per_pixel(x: torch.Tensor, x_mean: torch.Tensor) -> torch.Tensor:
     """The constraint C_theta(x, z) of sec. 2.1: mean over data dims of (x - E[x|z])^2.
 
-    ``x, x_mean: (B, D)`` -> ``(B,)``. kappa is then an RMS pixel error (READING-NOTES 1): the
+    ``x, x_mean: (B, D)`` -> ``(B,)``. kappa is then an RMS pixel error (decision 1): the
     batch average of this is C_ba of Alg. 1.
     """
     x, x_mean = _f32(x, x_mean)
@@ -107,6 +107,6 @@ def elbo(log_px_z: torch.Tensor, kl: torch.Tensor, beta: float = 1.0) -> torch.T
     """(beta-weighted) evidence lower bound of eq. 2: E_q[log p(x|z)] - beta * KL, shape ``(B,)``.
 
     With ``kl`` = F of eq. 8 and beta = 1/lambda this is minus the Lagrangian of eq. 9 divided by
-    lambda, up to the constant kappa^2 (READING-NOTES 2).
+    lambda, up to the constant kappa^2 (decision 2).
     """
     return log_px_z - beta * kl

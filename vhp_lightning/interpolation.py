@@ -1,4 +1,4 @@
-"""Graph-based interpolation along the learned latent manifold (sec. 2.3, READING-NOTES 10).
+"""Graph-based interpolation along the learned latent manifold (sec. 2.3, decision 10).
 
 The recipe of sec. 2.3, one function per step:
 
@@ -182,7 +182,7 @@ def shortest_path(
     The endpoints are added as new nodes (``add_endpoints``) and the path is found with
     ``networkx.astar_path`` on ``weight="weight"`` with the Euclidean distance to the goal as
     heuristic. That heuristic never overestimates (edge weights are Euclidean lengths), so the
-    path is a shortest one, as with Dijkstra (READING-NOTES 10). The endpoints are added to
+    path is a shortest one, as with Dijkstra (decision 10). The endpoints are added to
     ``graph`` in place and removed again before returning (copying the graph would cost more
     than the search), so do not share one graph between threads.
 

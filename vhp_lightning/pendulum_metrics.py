@@ -1,6 +1,6 @@
 """How well a 2-d latent holds the pendulum's joint angle (sec. 4.1, Table 1, App. B.3).
 
-Three numbers, all mean absolute angular errors in radians (READING-NOTES 8):
+Three numbers, all mean absolute angular errors in radians (decision 8):
 
 - ``arcsin_ols_error``: App. B.3 as written (OLS on arcsin(z2 / r)); blind to which half of the
   ring a point is on, so it is reported beside the two below, not instead of them.
@@ -86,7 +86,7 @@ def polar_ols_error(
     Why not the paper's ``arcsin(z2 / r)`` (App. B.3): arcsin maps the two halves of the ring
     (``z1 > 0`` and ``z1 < 0``) onto the same range [-pi/2, pi/2], so it cannot tell angles
     ``a`` and ``pi - a`` apart and a linear fit to the full [0, 2 pi) range is impossible
-    (READING-NOTES 8). The polar angle keeps the halves apart; the circular offset and the
+    (decision 8). The polar angle keeps the halves apart; the circular offset and the
     orientation replace the OLS intercept and the sign of the slope.
 
     Returns:
@@ -137,7 +137,7 @@ def knn_angle_error(
     folds: int = 5,
     random_state: int = 0,
 ) -> float:
-    """Cross-validated kNN "information" error of the joint angle (READING-NOTES 8), radians.
+    """Cross-validated kNN "information" error of the joint angle (decision 8), radians.
 
     ``latents: (N, d)``, ``angles: (N,)``. A ``KNeighborsRegressor(k)`` predicts
     ``(cos theta, sin theta)`` from the latent; every point is predicted by the model fitted on

@@ -156,7 +156,7 @@ class IWAE2(TwoLayerModel):
     def log_likelihood(
         self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
     ) -> torch.Tensor:
-        """Importance-sampled log p(x) (sec. 4.3, READING-NOTES 7), ``x: (B, ...)`` -> ``(B,)``.
+        """Importance-sampled log p(x) (sec. 4.3, decision 7), ``x: (B, ...)`` -> ``(B,)``.
 
         (z1, z2) ~ q(z1|x) q(z2|z1) jointly S times (``log_weights``), averaged in log space,
         ``chunk_size * B`` samples at a time.

@@ -79,7 +79,7 @@ class VHP(TwoLayerModel):
         return iw_log_marginal(log_w)
 
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
-        """Batch means of the terms of L_VHP (eq. 9), divided by lambda (READING-NOTES 2).
+        """Batch means of the terms of L_VHP (eq. 9), divided by lambda (decision 2).
 
         ``x: (B, *data_shape)``. Returns ``loss`` = nll + beta * kl, ``nll`` =
         E_q[-log p_theta(x|z)], ``kl`` = F (eq. 8), ``constraint`` = C_ba (mean squared error
@@ -109,7 +109,7 @@ class VHP(TwoLayerModel):
     def log_likelihood(
         self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
     ) -> torch.Tensor:
-        """Importance-sampled log p(x) (sec. 4.3, READING-NOTES 7), ``x: (B, ...)`` -> ``(B,)``.
+        """Importance-sampled log p(x) (sec. 4.3, decision 7), ``x: (B, ...)`` -> ``(B,)``.
 
         (z, zeta) ~ q_phi(z|x) q_Phi(zeta|z) jointly; the S weights
         p(x|z) p_Theta(z|zeta) p(zeta) / (q_phi(z|x) q_Phi(zeta|z)) are averaged in log space,
