@@ -1,13 +1,18 @@
-"""The pendulum figures/metrics callback writes its PNGs and the Table 1 metrics."""
+"""The figure callbacks: the default run's end-of-run pictures (RunFigures), the pendulum's
+Fig. 2 snapshots and Table 1 metrics (PendulumFigures), and the Fig. 2 plots themselves."""
 
 from __future__ import annotations
 
 import csv as csv_module
 import json
+import logging
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+import callbacks.figures as figures_module
+from vhp_lightning.plots import plot_beta_trace, plot_posterior_and_prior
 from vhp_lightning.train import train
 
 
@@ -43,3 +48,79 @@ def test_pendulum_callbacks_write_figures_and_metrics(compose_cfg, tmp_path: Pat
     arrays = np.load(figures / "latents_step20.npz")
     assert arrays["means"].shape == arrays["stds"].shape == (len(arrays["angles"]), 2)
     assert arrays["prior"].shape == (50, 2)
+
+
+def test_default_run_writes_its_pictures_and_the_summary_prints_them(
+    compose_cfg, tmp_path: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO)
+    metrics = train(compose_cfg("callbacks=default", "~callbacks.progress_bar"))
+    figures = tmp_path / "figures"
+    names = {p.name for p in figures.iterdir()}
+    assert names == {
+        "latents_step20.png",  # q(z|x) means by angle, posterior std, prior over the means
+        "beta_trace.png",
+        "reconstructions_step20.png",  # the pendulum is image data: grids too
+        "samples_step20.png",
+    }
+    summary = next(
+        r.getMessage() for r in caplog.records if "Finished at step 20" in r.getMessage()
+    )
+    for name in names:
+        assert f"  figure: {figures / name}\n" in summary + "\n"
+    assert f"  last checkpoint: {tmp_path / 'checkpoints' / 'last.ckpt'}" in summary
+    assert f"test/nll = {metrics['test/nll']:.4f} (importance-sampled, S = 100)" in summary
+
+
+def test_the_trace_marks_the_switch_of_the_run(compose_cfg, monkeypatch) -> None:
+    drawn = {}
+
+    def spy(steps, betas, c_hats, kappa_sq=None, switch_step=None, title=""):
+        drawn.update(steps=steps, betas=betas, kappa_sq=kappa_sq, switch=switch_step, title=title)
+        return plot_beta_trace(steps, betas, c_hats, kappa_sq, switch_step, title)
+
+    monkeypatch.setattr(figures_module, "plot_beta_trace", spy)
+    # kappa = 1 (kappa^2 = 1 > any pixel error in [0, 1]): REWO switches after its first step.
+    cfg = compose_cfg(
+        "callbacks=default", "~callbacks.progress_bar", "optim.kappa=1.0", "test=false"
+    )
+    train(cfg)
+    assert list(drawn["steps"]) == list(range(1, 21)) and drawn["kappa_sq"] == 1.0
+    assert drawn["switch"] == 0 and "initial phase until step 0" in drawn["title"]
+    assert drawn["betas"][0] == 1e-4 and drawn["betas"][-1] > 1e-4  # beta grows in the main phase
+
+
+def test_prior_and_posterior_share_one_window() -> None:
+    rng = np.random.default_rng(0)
+    angles = rng.uniform(0, 2 * np.pi, 300)
+    means = np.c_[np.cos(angles), np.sin(angles)]  # a ring of radius 1
+    prior = 5 + 0.1 * rng.standard_normal((100, 2))  # a blob beside it
+    fig = plot_posterior_and_prior(means, np.full_like(means, 0.1), angles, prior)
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"][:3]
+    limits = {(ax.get_xlim(), ax.get_ylim()) for ax in axes}
+    assert len(limits) == 1  # the same window on all three panels
+    (x0, x1), (y0, y1) = limits.pop()
+    assert x0 < -1 and y0 < -1 and x1 > 5.2 and y1 > 5.2  # holds both ring and blob
+    assert axes[2].get_legend() is not None  # prior over the (grey) means
+    plt.close(fig)
+
+
+def test_integer_labels_get_class_colours_not_an_angle_scale() -> None:
+    means = np.random.default_rng(0).standard_normal((50, 2))
+    fig = plot_posterior_and_prior(means, np.ones_like(means), np.arange(50) % 5, means)
+    assert fig.axes[0].collections[0].get_cmap().name == "tab10"
+    assert any(ax.get_ylabel() == "label" for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_beta_trace_marks_the_switch() -> None:
+    steps = np.arange(1, 101)
+    fig = plot_beta_trace(steps, np.full(100, 1e-4), np.full(100, 1e-3), 4e-4, switch_step=40)
+    ax_beta, ax_c = fig.axes
+    assert [line.get_xdata()[0] for line in ax_beta.lines[1:]] == [40]  # the dotted mark
+    labels = [t.get_text() for t in ax_c.get_legend().get_texts()]
+    assert labels == ["C_t", "kappa^2", "main phase (step 40)"]
+    plt.close(fig)
+    fig = plot_beta_trace(steps, np.ones(100), np.ones(100))  # no bound, no switch: no marks
+    assert len(fig.axes[0].lines) == 1 and len(fig.axes[1].lines) == 1
+    plt.close(fig)

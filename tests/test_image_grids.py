@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import callbacks.image_grids as image_grids
+import vhp_lightning.train as train_module
 from callbacks.image_grids import ImageGrids, _interleave_rows, grid_figure
 from vhp_lightning.train import train
 
@@ -56,6 +57,38 @@ def test_non_image_data_is_skipped_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="needs image data"):
         cb.draw(Trainer(), None)
     cb.draw(Trainer(), None)  # warned once, then silent
+
+
+def test_the_default_callbacks_skip_non_image_data_silently(recwarn) -> None:
+    class DM:
+        data_shape = (50,)  # e.g. CMU's joint angles
+
+    class Trainer:
+        datamodule = DM()
+        global_step = 0
+
+    cb = ImageGrids("unused", every_n_steps=0, require_images=False)
+    cb.draw(Trainer(), None)
+    assert not [w for w in recwarn if "image data" in str(w.message)]
+    assert cb.figure_paths == []
+
+
+def test_the_last_grids_are_listed_for_the_summary(
+    compose_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    seen: list = []
+    report = train_module._report
+    monkeypatch.setattr(
+        train_module, "_report", lambda tr, sc, m: (seen.extend(tr.callbacks), report(tr, sc, m))
+    )
+    train(compose_cfg(*GRIDS, "callbacks.image_grids.every_n_steps=10", "test=false"))
+    grids = [cb for cb in seen if isinstance(cb, ImageGrids)]
+    assert len(grids) == 1  # callbacks=image_grids replaces the default's end-of-run grids
+    assert grids[0].figure_paths == [
+        tmp_path / "images" / "reconstructions_step20.png",
+        tmp_path / "images" / "samples_step20.png",
+    ]
+    assert all(p.is_file() for p in grids[0].figure_paths)
 
 
 def test_rows_interleave_data_and_reconstructions() -> None:

@@ -152,40 +152,87 @@ def plot_latents(
     return fig
 
 
+def _shared_limits(*points: np.ndarray, pad: float = 0.1) -> tuple[tuple[float, float], ...]:
+    """One square (x, y) window holding every ``(N, 2)`` point set, padded by ``pad`` of its width.
+
+    Sets of more than 200 points are clipped to their 0.5-99.5% quantiles, so a few far prior
+    samples cannot shrink the data to a dot."""
+    lo, hi = [], []
+    for p in points:
+        if len(p) == 0:
+            continue
+        q = (0.5, 99.5) if len(p) > 200 else (0.0, 100.0)
+        lo.append(np.nanpercentile(p, q[0], axis=0))
+        hi.append(np.nanpercentile(p, q[1], axis=0))
+    low, high = np.min(lo, axis=0), np.max(hi, axis=0)
+    centre, half = (low + high) / 2, max(float(np.max(high - low)) / 2, 1e-6) * (1 + pad)
+    return tuple((float(c - half), float(c + half)) for c in centre)
+
+
+def _colour_values(values: np.ndarray, cyclic: bool) -> tuple[np.ndarray, str, str]:
+    """Colours, colour map and colour-bar label of ``values: (N,)``: angles (floats) on a cyclic
+    map, class labels (integers) on a qualitative one."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer):
+        n = len(np.unique(values))
+        return values, "tab10" if n <= 10 else "tab20" if n <= 20 else "viridis", "label"
+    return values, "twilight" if cyclic else "viridis", "joint angle" if cyclic else "value"
+
+
 def plot_posterior_and_prior(
     means: np.ndarray,
     stds: np.ndarray,
     angles: np.ndarray,
     prior_samples: np.ndarray,
     title: str = "",
+    cyclic: bool = True,
 ) -> Figure:
     """Fig. 2 of the paper in one row: posterior means coloured by the angle, the same means in
     greyscale by each point's posterior std (mean over latent dims; its spread across points is
-    the "variance of the standard deviation" of Fig. 2), and samples of the prior.
+    the "variance of the standard deviation" of Fig. 2), and samples of the prior over the
+    posterior means in light grey.
 
-    ``means, stds: (N, d)``, ``angles: (N,)``, ``prior_samples: (M, d)``; PCA when d > 2.
+    All three panels share one window (the union of means and prior samples), so the last one
+    shows directly whether the prior covers the encoded data (the pendulum's ring) or sits
+    beside it. ``means, stds: (N, d)``, ``angles: (N,)`` (floats: an angle, cyclic colours; or
+    integer class labels), ``prior_samples: (M, d)``; PCA fitted on the means when d > 2.
     """
     (m2, p2), note = _to_2d(np.asarray(means, np.float64), np.asarray(prior_samples, np.float64))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
-    pts = axes[0].scatter(*m2.T, s=3, c=angles, cmap="twilight")
-    fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label="joint angle")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True, layout="constrained")
+    colours, cmap, label = _colour_values(angles, cyclic)
+    pts = axes[0].scatter(*m2.T, s=3, c=colours, cmap=cmap)
+    fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label=label)
     std = np.asarray(stds, np.float64).mean(axis=1)
     grey = axes[1].scatter(*m2.T, s=3, c=std, cmap="Greys")
     fig.colorbar(grey, ax=axes[1], fraction=0.046, pad=0.04, label="posterior std")
-    axes[2].scatter(*p2.T, s=2, c="tab:blue", alpha=0.5)
-    names = ("q(z|x): means", f"q(z|x): std (var {std.var():.2g})", "prior")
+    axes[2].scatter(*m2.T, s=2, c="0.8", label="q(z|x) means")
+    axes[2].scatter(*p2.T, s=2, c="tab:blue", alpha=0.5, label="z ~ p(z)")
+    axes[2].legend(fontsize=7, loc="upper right", markerscale=3)
+    (x_lim, y_lim) = _shared_limits(m2, p2)
+    names = ("q(z|x): means", f"q(z|x): std (var {std.var():.2g})", "prior over the means")
     for ax, name in zip(axes, names, strict=True):
         ax.set_title(name + note, fontsize=9)
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlim(*x_lim)
+        ax.set_ylim(*y_lim)
+        ax.set_aspect("equal", adjustable="box")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
 
 
 def plot_beta_trace(
-    steps: np.ndarray, betas: np.ndarray, c_hats: np.ndarray, kappa_sq: float | None = None
+    steps: np.ndarray,
+    betas: np.ndarray,
+    c_hats: np.ndarray,
+    kappa_sq: float | None = None,
+    switch_step: int | None = None,
+    title: str = "",
 ) -> Figure:
-    """beta and the running constraint C_t against the step (Fig. 2, right), log scales."""
+    """beta and the running constraint C_t against the step (Fig. 2, right), log scales.
+
+    ``kappa_sq``: the bound kappa^2 as a dashed line; ``switch_step``: the step at which REWO
+    (Alg. 1) left its initial phase, marked on both axes (``None``: no switch, or no phases).
+    """
     fig, (ax_b, ax_c) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, layout="constrained")
     ax_b.plot(steps, betas, lw=1)
     ax_b.set_yscale("log")
@@ -193,6 +240,14 @@ def plot_beta_trace(
     ax_c.plot(steps, c_hats, lw=1, label="C_t")
     if kappa_sq is not None:
         ax_c.axhline(kappa_sq, color="tab:red", ls="--", lw=1, label="kappa^2")
+    if switch_step is not None:
+        for ax in (ax_b, ax_c):
+            ax.axvline(switch_step, color="tab:green", ls=":", lw=1.5)
+        ax_c.plot(
+            [], [], color="tab:green", ls=":", lw=1.5, label=f"main phase (step {switch_step})"
+        )
+    if title:
+        ax_b.set_title(title, fontsize=9)
     ax_c.set_yscale("log")
     ax_c.set_ylabel("C_t")
     ax_c.set_xlabel("step")

@@ -188,6 +188,8 @@ def initial_phase_warning(scheme: Any) -> str | None:
 
 
 def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None:
+    """The closing summary: final step and beta, REWO's switch step, the evaluation metrics
+    (``test/nll`` with its S), and where the checkpoint, the logs and the figures are."""
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if trainer.global_rank != 0:
         return
@@ -208,6 +210,10 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
     for key in ("val/loss", "test/loss", "test/rmse"):
         if key in metrics:
             lines.append(f"{key} = {metrics[key]:.4f}")
+    if "test/nll" in metrics:
+        samples = getattr(trainer.lightning_module, "nll_samples", None)
+        note = f" (importance-sampled, S = {samples})" if samples else ""
+        lines.append(f"test/nll = {metrics['test/nll']:.4f}{note}")
     if out is not None:
         lines.append(f"Outputs: {out}")
         for cb in trainer.checkpoint_callbacks:
@@ -220,6 +226,11 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
         for lg in trainer.loggers:
             if getattr(lg, "log_dir", None):
                 lines.append(f"  {type(lg).__name__}: {lg.log_dir}")
+        for cb in trainer.callbacks:  # RunFigures, PendulumFigures, ImageGrids, ...
+            paths = list(getattr(cb, "figure_paths", None) or [])
+            if spawned and not paths and getattr(cb, "dirpath", None):  # drawn in a worker
+                paths = sorted(Path(cb.dirpath).glob("*.png"))
+            lines += [f"  figure: {path}" for path in paths if Path(path).is_file()]
     log.info("\n".join(lines))
 
 
