@@ -9,14 +9,16 @@
     >>> m.interpolate(x[0], x[1]).decoded     # graph interpolation (sec. 2.3)
 
 The model is rebuilt from the config the checkpoint stores (``VHPModule`` writes it as
-``vhp_config``), through the ``_target_`` allow-list of ``vhp_lightning.safe_instantiate``, and
-the weights are read with ``weights_only=True``: loading a shared checkpoint runs no foreign code.
+``vhp_config``), through the explicit ``_target_`` allow-list of
+``vhp_lightning.safe_instantiate`` (the project's model classes only; no functions), and the
+weights are read with ``weights_only=True``: opening a shared checkpoint runs no foreign code and
+writes no file.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
@@ -26,7 +28,14 @@ from torch import nn
 from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
 from vhp_lightning.interpolation import InterpolationResult, interpolate
 from vhp_lightning.metrics import log_likelihood_batched
-from vhp_lightning.safe_instantiate import check_targets, safe_instantiate, to_plain
+from vhp_lightning.safe_instantiate import (
+    ALLOWED_TARGETS,
+    DATA_TARGETS,
+    MODEL_TARGETS,
+    check_targets,
+    safe_instantiate,
+    to_plain,
+)
 
 
 class TrainedModel:
@@ -50,6 +59,7 @@ class TrainedModel:
         beta: float = 1.0,
         train_prior: bool = True,
         global_step: int = 0,
+        trusted: Collection[str] = (),
     ) -> None:
         self.model = model.eval()
         self.config: DictConfig = OmegaConf.create(dict(config))
@@ -57,6 +67,7 @@ class TrainedModel:
         shape = self.config.get("dataset", {}).get("data_shape")
         self.data_shape: tuple[int, ...] | None = tuple(int(d) for d in shape) if shape else None
         self.beta, self.train_prior, self.global_step = beta, train_prior, global_step
+        self.trusted = frozenset(trusted)
 
     def __repr__(self) -> str:
         return (
@@ -129,9 +140,13 @@ class TrainedModel:
 
     def datamodule(self, **overrides: Any) -> Any:
         """The run's DataModule, rebuilt from the stored config with ``overrides`` (e.g.
-        ``data_dir=...``, ``eval_batch_size=...``) through the same allow-list."""
+        ``data_dir=...``, ``eval_batch_size=...``) through the same allow-list. It never
+        downloads unless ``download=True`` is passed here: a stored ``download: true`` is
+        ignored, so opening a checkpoint writes no file."""
         node = OmegaConf.to_container(self.config, resolve=True)["dataset"]  # type: ignore[index]
-        return safe_instantiate({**node, **overrides})
+        if "download" in node:
+            node["download"] = False
+        return safe_instantiate({**node, **overrides}, DATA_TARGETS | self.trusted, "dataset")
 
 
 def _model_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -163,12 +178,17 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], where: str
     model.load_state_dict(state)
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedModel:
+def load(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    trusted: Collection[str] = (),
+) -> TrainedModel:
     """Load a checkpoint written by ``vhp_lightning.train`` as a ``TrainedModel`` in eval mode.
 
     Raises ``CheckpointError`` (missing/corrupt/unsafe file, no stored config, weights that do
     not fit) or ``UnsafeConfigError`` (a ``_target_`` outside the allow-list) before any code
-    from the checkpoint runs.
+    from the checkpoint runs. ``trusted``: extra class names (``"my_pkg.models.MyVAE"``) you
+    vouch for, e.g. your own model trained with this package; functions are refused even there.
     """
     ckpt = load_checkpoint(path, map_location=str(map_location))
     stored = ckpt.get("vhp_config")
@@ -178,10 +198,11 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> T
             "vhp_lightning.train. Build the model yourself and load its 'state_dict'."
         )
     config = to_plain(stored)
-    check_targets(config)  # the whole config, before anything is instantiated
+    extra = frozenset(trusted)
+    check_targets(config, ALLOWED_TARGETS | extra)  # the whole config, before anything is built
     if not isinstance(config.get("model"), Mapping) or "_target_" not in config["model"]:
         raise CheckpointError(f"the config stored in {path} has no model._target_")
-    model = safe_instantiate(config["model"])
+    model = safe_instantiate(config["model"], MODEL_TARGETS | extra, "model")
     load_weights(model, _model_state(ckpt["state_dict"]), str(path))
     model.to(map_location)
     beta = ckpt.get("vhp_beta") or {}
@@ -191,6 +212,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> T
         beta=float(beta.get("beta", 1.0)),
         train_prior=bool(beta.get("train_prior", True)),
         global_step=int(ckpt.get("global_step", 0)),
+        trusted=extra,
     )
 
 

@@ -2,17 +2,20 @@
 
 A stored config is code: Hydra's ``instantiate`` calls whatever ``_target_`` names. Before
 anything is built, ``check_targets`` walks the whole config and refuses every ``_target_`` that is
-not one of the project's own classes or the few libraries its configs use
-(``ALLOWED_TARGET_PREFIXES``). The check resolves each name the way Hydra will and also checks the
-module the object is *defined* in, so a path such as ``vhp_lightning.checkpoint.os.system`` (a
-module attribute that leads out of the project) is refused too. Used by ``vhp_lightning.api`` and
-``vhp_lightning.evaluate``.
+not on an explicit list of the classes the project's own configs (``conf/``) use:
+``ALLOWED_TARGETS``. No prefix is trusted and no function is allowed, so a Lightning helper that
+writes files (``pytorch_lightning.core.saving.save_hparams_to_yaml``), ``os.system`` or a module
+attribute leading out of the project (``vhp_lightning.checkpoint.os.system``) are all refused
+before anything is imported or run. ``safe_instantiate`` builds only the classes of one role
+(``MODEL_TARGETS`` for ``model``, ``DATA_TARGETS`` for ``dataset``): the trainer, loggers,
+callbacks and optimiser of a stored config are checked, never built. Used by ``vhp_lightning.api``
+and ``vhp_lightning.evaluate``; ``tests/test_trust.py`` keeps the list equal to what ``conf/`` uses.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from hydra._internal.utils import _locate
@@ -21,22 +24,68 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import vhp_lightning.config  # noqa: F401  (registers the resolvers a stored config may use)
 
-ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
-    "vhp_lightning.",
-    "datamodules.",
-    "callbacks.",
-    "torch.optim.",
-    "torch.nn.",
-    "pytorch_lightning.",
+# The classes the project's configs build (conf/**/*.yaml), by role; nothing else is trusted.
+MODEL_TARGETS: frozenset[str] = frozenset(
+    {
+        "vhp_lightning.models.iwae.IWAE",
+        "vhp_lightning.models.iwae.IWAE2",
+        "vhp_lightning.models.vae.VAE",
+        "vhp_lightning.models.vampprior.VampPrior",
+        "vhp_lightning.models.vhp.VHP",
+        "vhp_lightning.nets.conv.ConvDecoder",
+        "vhp_lightning.nets.conv.ConvEncoder",
+        "vhp_lightning.nets.conv.GatedConvDecoder",
+        "vhp_lightning.nets.conv.GatedConvEncoder",
+        "vhp_lightning.nets.gated.GatedGaussianMLP",
+        "vhp_lightning.nets.likelihoods.BernoulliLikelihood",
+        "vhp_lightning.nets.likelihoods.GaussianLikelihood",
+        "vhp_lightning.nets.mlp.GaussianMLP",
+        "vhp_lightning.nets.mlp.MLP",
+    }
 )
+DATA_TARGETS: frozenset[str] = frozenset(
+    {
+        "datamodules.cmu_mocap.CMUMocapDataModule",
+        "datamodules.image_folder.ImageFolderDataModule",
+        "datamodules.image_folder.ShapesDataModule",
+        "datamodules.mnist.FashionMNISTDataModule",
+        "datamodules.mnist.MNISTDataModule",
+        "datamodules.mnist.OmniglotDataModule",
+        "datamodules.mnist.StaticMNISTDataModule",
+        "datamodules.pendulum.PendulumDataModule",
+    }
+)
+# In a stored config but never built when a checkpoint is opened (only training builds them).
+RUN_TARGETS: frozenset[str] = frozenset(
+    {
+        "callbacks.figures.PendulumFigures",
+        "callbacks.figures.RunFigures",
+        "callbacks.geco.GECO",
+        "callbacks.image_grids.ImageGrids",
+        "callbacks.interpolation.InterpolationAnalysis",
+        "callbacks.progress.PartsSummary",
+        "callbacks.progress.StepProgress",
+        "callbacks.rewo.REWO",
+        "callbacks.rewo_alt.REWOAlt",
+        "callbacks.run_state.AppendingCSVLogger",
+        "callbacks.run_state.RNGStateCallback",
+        "callbacks.run_state.SaveOnInterrupt",
+        "callbacks.schedules.ConstantBeta",
+        "callbacks.schedules.WarmUp",
+        "pytorch_lightning.Trainer",
+        "pytorch_lightning.callbacks.ModelCheckpoint",
+        "pytorch_lightning.callbacks.RichProgressBar",  # in checkpoints before StepProgress
+        "pytorch_lightning.loggers.CSVLogger",  # in checkpoints written before AppendingCSVLogger
+        "pytorch_lightning.loggers.TensorBoardLogger",
+        "pytorch_lightning.loggers.WandbLogger",
+        "torch.optim.Adam",
+    }
+)
+ALLOWED_TARGETS: frozenset[str] = MODEL_TARGETS | DATA_TARGETS | RUN_TARGETS
 
 
 class UnsafeConfigError(ValueError):
-    """A stored config names a ``_target_`` outside ``ALLOWED_TARGET_PREFIXES``."""
-
-
-def _allowed(name: str) -> bool:
-    return any(name.startswith(p) for p in ALLOWED_TARGET_PREFIXES)
+    """A stored config names a ``_target_`` that is not on the allow-list (``ALLOWED_TARGETS``)."""
 
 
 def _walk(node: Any, where: str) -> Iterator[tuple[str, Any]]:
@@ -55,31 +104,29 @@ def _walk(node: Any, where: str) -> Iterator[tuple[str, Any]]:
 
 def _refuse(where: str, target: Any, why: str) -> UnsafeConfigError:
     return UnsafeConfigError(
-        f"refusing to instantiate {where}={target!r}: {why}. A stored config may only build "
-        f"objects from {', '.join(ALLOWED_TARGET_PREFIXES)}; nothing was run. Only use "
-        "checkpoints you trust, or rebuild the model from your own config."
+        f"refusing to instantiate {where}={target!r}: {why}; nothing was imported or run. A "
+        "stored config may only name the classes the project's configs use "
+        "(vhp_lightning.safe_instantiate.ALLOWED_TARGETS), never a function. Only open "
+        "checkpoints you trust; for your own class pass vhp_lightning.load(path, "
+        "trusted=['your.module.Class']), or rebuild the model from your own config."
     )
 
 
-def check_target(target: Any, where: str = "_target_") -> None:
-    """Raise ``UnsafeConfigError`` unless ``target`` names a class or function of an allowed
-    package, both as written and where the object it resolves to is defined."""
+def check_target(
+    target: Any, where: str = "_target_", allowed: Collection[str] = ALLOWED_TARGETS
+) -> None:
+    """Raise ``UnsafeConfigError`` unless ``target`` is one of the ``allowed`` names exactly and
+    resolves to a class (the name is checked before anything is imported)."""
     if not isinstance(target, str):
         raise _refuse(where, target, "a _target_ must be a plain dotted name")
-    if not _allowed(target):
-        raise _refuse(where, target, "not an allowed package")
-    if any(part.startswith("_") for part in target.split(".")):
-        raise _refuse(where, target, "private names are not allowed")
-    # Importing an allowed package runs only the project's (or torch's, Lightning's) own code.
+    if target not in allowed:
+        raise _refuse(where, target, "it is not on the allow-list")
     try:
         obj = _locate(target)
     except Exception as err:  # any failure to resolve is a refusal
         raise _refuse(where, target, f"it does not resolve ({err})") from err
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+    if not inspect.isclass(obj):
         raise _refuse(where, target, f"it resolves to a {type(obj).__name__}, not a class")
-    module = getattr(obj, "__module__", None) or ""
-    if not _allowed(f"{module}."):
-        raise _refuse(where, target, f"it resolves to an object defined in {module!r}")
 
 
 def to_plain(config: Any) -> dict[str, Any]:
@@ -99,22 +146,33 @@ def to_plain(config: Any) -> dict[str, Any]:
     return plain  # type: ignore[return-value]
 
 
-def check_targets(config: Mapping[str, Any]) -> None:
-    """Check every ``_target_`` anywhere in ``config`` (``check_target``); raise on the first."""
-    for where, value in _walk(config, ""):
-        if where.rsplit(".", 1)[-1] == "_target_":
-            check_target(value, where)
+def check_targets(
+    config: Mapping[str, Any], allowed: Collection[str] = ALLOWED_TARGETS, where: str = ""
+) -> None:
+    """Check every ``_target_`` anywhere in ``config`` (``check_target``); raise on the first.
+    ``where``: the key of ``config`` in the whole config, for the message (e.g. ``model``)."""
+    for key, value in _walk(config, where):
+        if key.rsplit(".", 1)[-1] == "_target_":
+            check_target(value, key, allowed)
 
 
-def safe_instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node, **kwargs)`` after ``check_targets(node)``."""
+def safe_instantiate(
+    node: Mapping[str, Any],
+    allowed: Collection[str] = ALLOWED_TARGETS,
+    where: str = "",
+    **kwargs: Any,
+) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)`` after ``check_targets(node, allowed, where)``."""
     plain = to_plain(node)
-    check_targets(plain)
+    check_targets(plain, allowed, where)
     return instantiate(plain, **kwargs)
 
 
 __all__ = [
-    "ALLOWED_TARGET_PREFIXES",
+    "ALLOWED_TARGETS",
+    "DATA_TARGETS",
+    "MODEL_TARGETS",
+    "RUN_TARGETS",
     "UnsafeConfigError",
     "check_target",
     "check_targets",

@@ -1,0 +1,167 @@
+"""Opening a checkpoint runs and writes nothing: the explicit ``_target_`` allow-list
+(``vhp_lightning.safe_instantiate``) holds exactly the classes of ``conf/`` and no function."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hydra._internal.utils import _locate
+from torch import nn
+
+from tests.test_api import write_checkpoint
+from vhp_lightning.api import load
+from vhp_lightning.checkpoint import CheckpointError
+from vhp_lightning.safe_instantiate import (
+    ALLOWED_TARGETS,
+    DATA_TARGETS,
+    MODEL_TARGETS,
+    UnsafeConfigError,
+    check_target,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WRITES_YAML = "pytorch_lightning.core.saving.save_hparams_to_yaml"  # a Lightning function
+
+
+def _targets(node: Any) -> set[str]:
+    """Every ``_target_`` value anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        own = {node["_target_"]} if isinstance(node.get("_target_"), str) else set()
+        return own.union(*(_targets(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_targets(v) for v in node))
+    return set()
+
+
+def test_allow_list_is_exactly_the_classes_of_the_shipped_configs() -> None:
+    files = sorted((REPO / "conf").rglob("*.yaml"))
+    used = set().union(*(_targets(yaml.safe_load(f.read_text())) for f in files))
+    assert len(files) > 40
+    assert used <= ALLOWED_TARGETS  # nothing in conf/ is refused ...
+    legacy = {  # no longer in conf/, but stored by the checkpoints of earlier versions
+        "pytorch_lightning.loggers.CSVLogger",
+        "pytorch_lightning.callbacks.RichProgressBar",
+    }
+    assert ALLOWED_TARGETS - used == legacy  # ... and nothing else is trusted
+    for name in sorted(ALLOWED_TARGETS):
+        assert inspect.isclass(_locate(name)), name
+        check_target(name)
+    assert not MODEL_TARGETS & DATA_TARGETS
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        WRITES_YAML,
+        "pytorch_lightning.utilities.cloud_io.atomic_save",  # allowed once by a prefix
+        "torch.save",
+        "vhp_lightning.checkpoint.os.system",
+        "pytorch_lightning.loggers.CSVLogger.log_hyperparams",
+    ],
+)
+def test_functions_and_unlisted_names_are_refused_by_name(target: str) -> None:
+    with pytest.raises(UnsafeConfigError) as err:
+        check_target(target, "model._target_")
+    assert str(err.value).startswith(
+        f"refusing to instantiate model._target_={target!r}: it is not on the allow-list; "
+        "nothing was imported or run."
+    )
+    assert "trusted=['your.module.Class']" in str(err.value)
+
+
+def _writing_node(out: Path) -> dict[str, Any]:
+    return {"_target_": WRITES_YAML, "config_yaml": str(out), "hparams": {"pwned": True}}
+
+
+@pytest.mark.parametrize("where", ["model", "model.encoder", "dataset", "logger.csv"])
+def test_checkpoint_targeting_a_writing_function_writes_nothing(
+    compose_cfg, tmp_path: Path, where: str
+) -> None:
+    out, path = tmp_path / "pwned.yaml", tmp_path / "evil.ckpt"
+
+    def edit(config: dict[str, Any]) -> None:
+        *parents, last = where.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        node[last] = _writing_node(out)
+
+    write_checkpoint(compose_cfg(), path, edit=edit)
+    with pytest.raises(UnsafeConfigError, match=f"refusing to instantiate {where}._target_="):
+        load(path)
+    assert not out.exists()
+
+
+def test_a_run_class_in_the_model_slot_is_not_built(compose_cfg, tmp_path: Path) -> None:
+    """On the list (the config may hold it) but never built when opening a checkpoint."""
+    path = tmp_path / "odd.ckpt"
+    logger = {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": str(tmp_path / "x")}
+    write_checkpoint(compose_cfg(), path, edit=lambda c: c.update(model=logger))
+    with pytest.raises(
+        UnsafeConfigError,
+        match=r"model._target_='pytorch_lightning.loggers.CSVLogger': it is not on the allow",
+    ):
+        load(path)
+    assert not (tmp_path / "x").exists()
+
+
+class OwnModel(nn.Module):
+    """A user's own model class (test helper for ``trusted=``)."""
+
+    def __init__(self, width: int = 3) -> None:
+        super().__init__()
+        self.layer = nn.Linear(width, width)
+
+
+def test_trusted_admits_a_class_never_a_function(compose_cfg, tmp_path: Path) -> None:
+    path = tmp_path / "mine.ckpt"
+    own = {"_target_": "tests.test_trust.OwnModel", "width": 3}
+    write_checkpoint(compose_cfg(), path, edit=lambda c: c.update(model=own))
+    with pytest.raises(UnsafeConfigError, match="OwnModel': it is not on the allow-list"):
+        load(path)
+    with pytest.raises(CheckpointError, match=r"do not fit the model its config builds \(Own"):
+        load(path, trusted=["tests.test_trust.OwnModel"])  # built: only its weights differ
+    write_checkpoint(compose_cfg(), path, edit=lambda c: c["model"].update(_target_=WRITES_YAML))
+    with pytest.raises(UnsafeConfigError, match="it resolves to a function, not a class"):
+        load(path, trusted=[WRITES_YAML])
+
+
+def test_a_stored_download_flag_is_not_followed(compose_cfg, tmp_path: Path) -> None:
+    path = tmp_path / "dl.ckpt"
+    mnist = {"_target_": "datamodules.mnist.MNISTDataModule", "data_dir": str(tmp_path / "d")}
+    write_checkpoint(compose_cfg(), path, edit=lambda c: c.update(dataset={**mnist, "download": 1}))
+    trained = load(path)
+    assert trained.config.dataset.download == 1  # stored as written ...
+    assert trained.datamodule().download is False  # ... but opening never downloads
+    assert trained.datamodule(download=True).download is True  # unless the caller asks
+    assert not (tmp_path / "d").exists()
+
+
+def test_evaluate_cli_refuses_a_writing_function(compose_cfg, tmp_path: Path) -> None:
+    out, ckpt = tmp_path / "pwned.yaml", tmp_path / "evil.ckpt"
+    write_checkpoint(compose_cfg(), ckpt, edit=lambda c: c.update(dataset=_writing_node(out)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vhp_lightning.evaluate",
+            f"ckpt_path={ckpt}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert f"refusing to instantiate dataset._target_='{WRITES_YAML}'" in proc.stderr
+    assert not out.exists()
+    assert not (tmp_path / "eval" / "metrics.json").exists()
