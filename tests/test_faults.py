@@ -316,3 +316,30 @@ def test_secrets_never_reach_saved_configs_checkpoints_or_logs(tmp_path) -> None
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["vhp_config"]["secrets"] == {
         "api_token": "<redacted>"
     }
+
+
+def test_torch_runtime_error_on_a_full_disk_is_one_clear_error(compose_cfg, good_ckpt, monkeypatch):
+    """A real full disk reaches us as torch's RuntimeError (its stream writer), not as OSError:
+    the same CheckpointError naming the file, no temp file, the previous last.ckpt intact."""
+    before = good_ckpt.read_bytes()
+
+    def disk_full(obj: object, f, *args: object, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0: "
+            "PytorchStreamWriter failed writing file data/3: file write failed "
+            "(No space left on device)"
+        )
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    run = good_ckpt.parents[1]
+    cfg = compose_cfg(*GOOD, "resume=true", "trainer.max_steps=4", run_dir=run)
+    with pytest.raises(CheckpointError) as err:
+        train(cfg)
+    assert str(err.value).startswith(
+        f"could not write checkpoint {good_ckpt}: no space left on device (RuntimeError: "
+    )
+    assert "last.ckpt on disk (if any) is the previous, intact state" in str(err.value)
+    assert "resume with resume=true" in str(err.value)
+    assert good_ckpt.read_bytes() == before
+    assert sorted(p.name for p in good_ckpt.parent.iterdir()) == ["last.ckpt"]

@@ -33,8 +33,10 @@ def _umask() -> int:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file in the same folder, then renames it into place.
 
-    A crash, Ctrl-C or full disk during the write leaves the previous checkpoint intact and no
-    half-written file behind; a full disk is reported as a ``CheckpointError`` naming the fix.
+    A crash, Ctrl-C or failed write during the write leaves the previous checkpoint intact and no
+    half-written file behind. A write that fails (a full disk: ``OSError`` ENOSPC/EDQUOT from
+    Python, or torch's ``RuntimeError`` "... file write failed" / "No space left on device";
+    a read-only or vanished folder) is reported as one ``CheckpointError`` naming the file.
     """
 
     def save_checkpoint(
@@ -43,9 +45,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 _write(checkpoint, f)
                 f.flush()
@@ -53,15 +56,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; use the usual mode
             os.replace(tmp, path)
         except BaseException as err:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CheckpointError(
-                    f"could not write checkpoint {path}: no space left on device ({err}). "
-                    f"Nothing was half-written; {path.name} on disk (if any) is the previous, "
-                    "intact state. Free disk space (or point hydra.run.dir at a larger disk) and "
-                    "resume with resume=true."
-                ) from err
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(err, (OSError, RuntimeError)) and _is_write_failure(err):
+                raise CheckpointError(_write_failure_message(path, err)) from err
             raise
+
+
+# How torch's stream writer reports a full disk (its RuntimeError, not the OS's OSError).
+_FULL_DISK = ("no space left on device", "disk quota exceeded", "file write failed")
+
+
+def _is_write_failure(err: BaseException) -> bool:
+    """An ``OSError``, or torch's ``RuntimeError`` for a failed write."""
+    text = str(err).lower()
+    return isinstance(err, OSError) or any(s in text for s in (*_FULL_DISK, "failed writing"))
+
+
+def _write_failure_message(path: Path, err: BaseException) -> str:
+    """The one error of a failed checkpoint write: the file, why, that nothing was lost, the fix."""
+    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        s in str(err).lower() for s in _FULL_DISK
+    )
+    if full:
+        why, fix = "no space left on device", "Free disk space (or use a larger disk)"
+    else:
+        why, fix = "the write failed", f"Make {path.parent} writable (or use another folder)"
+    return (
+        f"could not write checkpoint {path}: {why} ({type(err).__name__}: {err}). Nothing was "
+        f"half-written; {path.name} on disk (if any) is the previous, intact state. {fix} and "
+        "resume with resume=true."
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
@@ -90,6 +115,57 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ckpt
 
 
+# Config keys a resumed run may change: run length, evaluation cadence, where the data and outputs
+# live, logging and callbacks (observers). Everything else (model, optimiser, beta scheme, data,
+# seed, batch size, devices, precision, ...) must equal the checkpoint's: the restored state
+# would silently keep the old values while the run's stored config claimed the new ones.
+RESUME_MAY_CHANGE: tuple[str, ...] = (
+    "ckpt_path",
+    "resume",
+    "test",
+    "nll_samples",
+    "log_parts_every_n_steps",
+    "num_threads",
+    "flush_denormal",
+    "data_dir",
+    "run_name",
+    "logger",
+    "callbacks",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "trainer.min_steps",
+    "trainer.min_epochs",
+    "trainer.check_val_every_n_epoch",
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "trainer.num_sanity_val_steps",
+    "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.enable_checkpointing",
+    "trainer.default_root_dir",
+    "trainer.profiler",
+    "trainer.accelerator",
+    "dataset.data_dir",
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.eval_batch_size",
+    "dataset.download",
+)
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+
+
+def config_differences(stored: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """``key: checkpoint A, now B`` for every config leaf outside ``RESUME_MAY_CHANGE`` that
+    differs between a checkpoint's stored run config and this run's (sorted by key)."""
+    return [d for d in _diff(stored, config, "") if not _may_change(d.split(":", 1)[0])]
+
+
 def check_compatible(
     ckpt: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -97,28 +173,29 @@ def check_compatible(
     path: str | os.PathLike = "checkpoint",
     prefix: str = "model.",
 ) -> None:
-    """Refuse to resume from a checkpoint of another model; the message names the mismatch.
+    """Refuse to resume from a checkpoint of another model or config; the message lists every
+    difference and the fix.
 
-    Compares the stored run config's ``model`` section and ``dataset.data_shape`` with the
-    resolved current ``config``, then the names and shapes of the checkpoint's tensors under
-    ``prefix`` (the generative model) with those of the freshly built module's ``state_dict``.
+    Compares the stored run config with the resolved current ``config`` in every key except the
+    run-length/IO keys of ``RESUME_MAY_CHANGE`` (a changed learning rate or beta scheme would be
+    silently overridden by the restored state), then the names and shapes of the checkpoint's
+    tensors under ``prefix`` (the generative model) with those of the freshly built module's
+    ``state_dict``.
     """
     stored = ckpt.get("vhp_config")
     if isinstance(stored, Mapping):
-        diffs = _diff(stored.get("model"), config.get("model"), "model")
-        stored_shape = (stored.get("dataset") or {}).get("data_shape")
-        current_shape = (config.get("dataset") or {}).get("data_shape")
-        if stored_shape is not None and list(stored_shape) != list(current_shape or []):
-            diffs.append(
-                f"dataset.data_shape: checkpoint {list(stored_shape)}, now {current_shape}"
-            )
+        diffs = config_differences(stored, config)
         if diffs:
             raise CheckpointError(
                 f"{path} was trained with another model/config; refusing to resume. Differences "
                 f"(checkpoint vs this run): {'; '.join(diffs[:8])}"
                 + (f"; ... {len(diffs) - 8} more" if len(diffs) > 8 else "")
-                + ". Run with the checkpoint's settings (see its run dir's .hydra/config.yaml) "
-                "or start fresh with ckpt_path=null."
+                + ". A resume continues the checkpoint's run: run with its settings (see its run "
+                "dir's .hydra/config.yaml), or start a new run with ckpt_path=null (and "
+                "resume=false) in another hydra.run.dir. Only run-length and output keys may "
+                "change on resume (trainer.max_steps, trainer.max_epochs, logger, callbacks, "
+                "test, nll_samples, data_dir, ...; see RESUME_MAY_CHANGE in "
+                "vhp_lightning/checkpoint.py)."
             )
     saved = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     state_dict = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
@@ -145,7 +222,7 @@ def _diff(old: Any, new: Any, where: str) -> list[str]:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
-            out += _diff(old.get(key), new.get(key), f"{where}.{key}")
+            out += _diff(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
         return out
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
         old, new = list(old), list(new)
