@@ -1,14 +1,18 @@
-"""Run-keeping: RNG state and data position in checkpoints (exact resume), save on interrupt.
+"""Run-keeping: RNG state, data position and log history in checkpoints, save on interrupt.
 
 Together these make a resumed run equal an uninterrupted one, also from a checkpoint written in
 the middle of an epoch (SIGTERM, Ctrl-C): ``RNGStateCallback`` restores the global RNGs (the
 model's sampling noise) and ``ResumableLoader`` replays the interrupted epoch's order and skips
-the batches already trained on.
+the batches already trained on. ``AppendingCSVLogger`` + ``LogHistory`` keep one
+``metrics.csv`` per run dir across resumes: the rows written up to the checkpoint, then the
+resumed run's rows (Lightning's ``CSVLogger`` deletes the file when it starts).
 """
 
 from __future__ import annotations
 
+import csv
 import functools
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +22,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 
@@ -175,3 +183,99 @@ def _make_resumable(make: Any, datamodule: pl.LightningDataModule, seed: int) ->
         persistent_workers=dl.persistent_workers,
         generator=generator,
     )
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it does not delete an existing ``metrics.csv``: the
+    first ``save()`` keeps its first ``keep`` data rows (0 by default: a fresh log) and appends."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.keep = 0
+        self.rows = 0  # data rows in the file, once the first save has happened
+        self._started = False
+        super().__init__(log_dir=log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's deletes metrics.csv here
+        pass
+
+    def _start(self) -> None:
+        """Cut an existing file to its first ``keep`` rows (the history up to the checkpoint)."""
+        self._started = True
+        path = self.metrics_file_path
+        if not os.path.isfile(path):
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or []), list(reader)[: self.keep]
+        if not rows:
+            os.remove(path)
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self.metrics_keys, self.rows = header, len(rows)
+
+    def save(self) -> None:
+        if not self._started:
+            self._start()
+        self.rows += len(self.metrics)
+        super().save()
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` that a resumed run appends to: one ``metrics.csv`` from step 0 to the end.
+
+    With ``LogHistory`` among the callbacks (``vhp_lightning.train`` adds it), a checkpoint
+    records how many rows the file had when it was written; resuming from it in the same run dir
+    keeps exactly those rows (no step twice, also when the run went on past the checkpoint before
+    it stopped) and appends. A run that does not resume from this file's history starts it afresh.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AppendingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @property
+    def metrics_file(self) -> str:
+        return os.path.realpath(os.path.join(self.log_dir, _AppendingWriter.NAME_METRICS_FILE))
+
+    def rows_written(self) -> int:
+        """Flush the buffered metrics; the number of data rows now in ``metrics.csv``."""
+        self.save()
+        return self.experiment.rows
+
+    def keep_rows(self, n: int) -> None:
+        """Keep the first ``n`` rows of an existing ``metrics.csv`` (call before logging)."""
+        self.experiment.keep = int(n)
+
+
+class LogHistory(Callback):
+    """Stores, in each checkpoint, how many rows each ``AppendingCSVLogger`` file holds, and on
+    resume tells the logger of the same file to keep that many (``AppendingCSVLogger``)."""
+
+    def __init__(self) -> None:
+        self._loggers: list[AppendingCSVLogger] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._loggers = [lg for lg in trainer.loggers if isinstance(lg, AppendingCSVLogger)]
+
+    def state_dict(self) -> dict[str, Any]:
+        if not _is_rank_zero():  # only rank 0 writes the log (and the checkpoint)
+            return {}
+        return {lg.metrics_file: lg.rows_written() for lg in self._loggers}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for lg in self._loggers:
+            if _is_rank_zero():
+                lg.keep_rows(int(state_dict.get(lg.metrics_file, 0)))
+
+
+def _is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0

@@ -16,10 +16,15 @@ ends equal to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from callbacks.run_state import resumable_train_loader
+from callbacks.run_state import AppendingCSVLogger, LogHistory, resumable_train_loader
 from vhp_lightning.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -50,6 +55,11 @@ from vhp_lightning.config import (
 )
 from vhp_lightning.module import VHPModule
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs there are not locked
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 # Lightning-internal notices that say nothing actionable to our users.
@@ -59,11 +69,27 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Build everything from ``cfg``, fit (and test), return the final metrics."""
+    """Build everything from ``cfg``, fit (and test), return the final metrics.
+
+    Before any heavy work: the config is validated, the run dir is locked against a second
+    process (``RunDirLockedError``), the checkpoint to resume is resolved (a fresh run into a run
+    dir that holds checkpoints is refused), checked against this config, and the run and
+    checkpoint dirs are checked writable (``RunDirError``).
+    """
     validate(cfg)
     log.info(configure_torch(cfg.get("num_threads", 1), cfg.get("flush_denormal", True)))
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    if run_dir is not None:
+        _check_writable(run_dir)
+    with _run_dir_lock(run_dir):
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
     _redact_saved_config()
     ckpt_path = resolve_ckpt_path(cfg)
+    if run_dir is not None:
+        _check_writable(checkpoint_dir(cfg))
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None  # fails early, naming the fix
     config = plain_config(cfg)  # resolved, secrets redacted: stored in checkpoints and logged
     pl.seed_everything(cfg.seed, workers=True)
@@ -84,6 +110,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    if any(isinstance(lg, AppendingCSVLogger) for lg in loggers):
+        callbacks.append(LogHistory())  # the CSV rows of each checkpoint: resume appends
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=[*callbacks, scheme],
@@ -120,25 +148,135 @@ def checkpoint_dir(cfg: DictConfig) -> Path:
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """The checkpoint to resume from: ``ckpt_path=<file>``, or ``ckpt_path=last`` / ``resume=true``
-    = ``last.ckpt`` of this run dir (``ckpt_path=last`` requires it; ``resume=true`` starts fresh
-    when there is none yet, so a re-queued cluster job can always pass it)."""
+    = the newest ``last*.ckpt`` of this run dir (``ckpt_path=last`` requires one; ``resume=true``
+    starts fresh when there is none yet, so a re-queued cluster job can always pass it).
+
+    A run dir's checkpoints are only ever continued: a fresh run, or a resume from another run's
+    checkpoint, into a checkpoint dir that already holds checkpoints is refused (it would delete
+    the old log and write ``last-v1.ckpt`` beside the old ``last.ckpt``).
+    """
     ckpt = cfg.get("ckpt_path")
+    folder = checkpoint_dir(cfg)
     if ckpt not in (None, "last"):
+        if Path(str(ckpt)).resolve().parent != folder.resolve():
+            _refuse_used_checkpoint_dir(folder, f"resuming from {ckpt} (another run's checkpoint)")
         return str(ckpt)
     if ckpt != "last" and not cfg.get("resume", False):
+        _refuse_used_checkpoint_dir(folder, "a fresh run")
         return None
-    last = checkpoint_dir(cfg) / "last.ckpt"
-    if last.is_file():
+    last = _newest_last(folder)
+    if last is not None:
         log.info("Resuming from %s", last)
         return str(last)
     if ckpt == "last":
         raise CheckpointError(
-            f"ckpt_path=last: this run dir has no checkpoint ({last} does not exist). Point "
-            "hydra.run.dir at the run to resume (hydra.run.dir=outputs/<date>/<time>), pass "
-            "ckpt_path=<file>, or use resume=true to start fresh when there is none."
+            f"ckpt_path=last: this run dir has no checkpoint ({folder / 'last.ckpt'} does not "
+            "exist). Point hydra.run.dir at the run to resume (hydra.run.dir=outputs/<date>/"
+            "<time>), pass ckpt_path=<file>, or use resume=true to start fresh when there is none."
         )
-    log.info("resume=true: no checkpoint in %s yet, starting fresh", last.parent)
+    _refuse_used_checkpoint_dir(folder, "resume=true without a last.ckpt")
+    log.info("resume=true: no checkpoint in %s yet, starting fresh", folder)
     return None
+
+
+def _newest_last(folder: Path) -> Path | None:
+    """The most recently written ``last.ckpt`` / ``last-v<N>.ckpt`` in ``folder``, if any."""
+    found = [p for p in folder.glob("last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def _refuse_used_checkpoint_dir(folder: Path, what: str) -> None:
+    """Raise ``RunDirError`` if ``folder`` holds checkpoints: ``what`` would not continue them."""
+    found = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    if found:
+        raise RunDirError(
+            f"{folder} already holds checkpoints ({', '.join(found[:3])}"
+            f"{', ...' if len(found) > 3 else ''}); refusing {what} into it, which would mix two "
+            "runs in one run dir (the old metrics.csv deleted, last-v1.ckpt beside last.ckpt). "
+            "Continue that run with resume=true (same hydra.run.dir), or give this run its own "
+            "dir (hydra.run.dir=outputs/<new dir>), or delete the old checkpoints."
+        )
+
+
+class RunDirError(RuntimeError):
+    """The run dir cannot be used: not writable, or it holds another run's checkpoints."""
+
+
+class RunDirLockedError(RunDirError):
+    """Another live process is training in the same run dir."""
+
+
+LOCK_NAME = ".vhp-train.lock"
+
+
+def _launched_rank() -> bool:
+    """True in a process that a launcher (Lightning's DDP, torchrun, SLURM) started as a rank
+    other than 0 of a run: rank 0 holds the run dir's lock for all of them."""
+    keys = ("LOCAL_RANK", "RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return any(os.environ.get(k, "0") not in ("", "0") for k in keys)
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path | None) -> Iterator[None]:
+    """Hold ``<run dir>/.vhp-train.lock`` while training; refuse if a live process holds it.
+
+    The lock is an ``flock`` on the file, which the kernel releases when the holder exits in any
+    way (also ``kill -9``); the file names the holder's PID and host for the error message. A lock
+    file left by a dead process is therefore simply taken over. Released (and removed) on return
+    and on exceptions.
+    """
+    if run_dir is None or _launched_rank() or fcntl is None:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirLockedError(
+                f"run dir {run_dir} is in use: {holder} holds {path}. Two runs in one dir would "
+                "overwrite each other's checkpoints and logs. Wait for it to finish, or give this "
+                "run its own dir (hydra.run.dir=...). If no such process runs, delete the lock "
+                "file."
+            ) from None
+        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+            break  # locked the file that is still at `path` (not one a releaser just removed)
+        os.close(fd)
+    stale = os.read(fd, 200).decode(errors="replace").strip()
+    if stale:
+        log.info("Taking over the stale lock of a process that is gone (%s): %s", stale, path)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise ``RunDirError`` unless a file can be created in ``folder`` (or, when it does not
+    exist yet, in its nearest existing parent, which is then not created): fails before the
+    first training step instead of at the first checkpoint."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a folder")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise RunDirError(
+            f"cannot write to {folder} ({type(err).__name__}: {err}). Training would fail at the "
+            "first checkpoint; nothing was trained. Make it writable, free the disk, or point "
+            "hydra.run.dir (or callbacks.model_checkpoint.dirpath) at a writable folder."
+        ) from err
 
 
 def _redact_saved_config() -> None:
