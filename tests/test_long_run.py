@@ -20,6 +20,7 @@ STEPS = int(os.environ.get("LONG_RUN_STEPS", 100_000))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)  # about an hour; the suite's 600 s per test is for hangs
 def test_pendulum_100k_steps_no_nan_beta_in_unit_interval(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(
         "experiment=pendulum_rewo",  # the paper setting (App. F): MLP 256 x 4, K = 16, lr 1e-4
