@@ -280,8 +280,10 @@ class StepProgress(ProgressBar):
             parts.append("--:-- left" if left is None else f"{format_clock(left)} left")
         metrics = trainer.callback_metrics
         tp = next((v for k, v in metrics.items() if k.endswith("/train_prior")), None)
-        if tp is not None and float(tp) < 0.5:
-            self._had_initial_phase = True
+        if tp is not None and not self._had_initial_phase:  # seen now, or switched unseen
+            self._had_initial_phase = float(tp) < 0.5 or any(
+                getattr(cb, "switch_step", None) is not None for cb in trainer.callbacks
+            )
         scheme = scheme_text(metrics, self._had_initial_phase, self._ascii)
         return sep.join([*parts, scheme] if scheme else parts)
 

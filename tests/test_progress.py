@@ -97,6 +97,15 @@ def test_a_terminal_line_is_redrawn_at_a_bounded_rate(compose_cfg, capfd) -> Non
     assert draws[-1].startswith("step 20/20 (100%) · ") and draws[-1].endswith("initial phase\n")
 
 
+def test_the_main_phase_is_shown_after_the_switch(compose_cfg, capfd) -> None:
+    # kappa = 1: C_t < kappa^2 at once, REWO switches before the bar ever sees the initial phase.
+    train(compose_cfg(*DEFAULT, "optim.kappa=1.0", tiny=True))
+    last = [ln for ln in capfd.readouterr().out.splitlines() if ln.startswith("step ")][-1]
+    assert last.startswith("step 20/20 (100%)") and last.endswith(" · main phase"), last
+    beta = float(re.search(r"β (\S+) ·", last).group(1))
+    assert beta > 1e-4  # beta grows in the main phase (eq. 11)
+
+
 def test_enable_progress_bar_false_removes_the_line(compose_cfg, capfd) -> None:
     train(compose_cfg("callbacks=default", "trainer.max_steps=3", "test=false", tiny=True))
     out = capfd.readouterr().out
@@ -138,3 +147,30 @@ def test_parameter_summary_counts_each_part() -> None:
 def test_bad_settings_are_explained() -> None:
     with pytest.raises(ValueError, match="log_every_percent <= 100"):
         StepProgress(log_every_percent=0)
+
+
+def test_the_command_line_prints_the_line_the_pictures_and_the_summary(
+    run_cli, tiny_nets, tmp_path
+) -> None:
+    run = tmp_path / "run"
+    proc = run_cli(
+        *tiny_nets,
+        "trainer.max_steps=10",
+        "callbacks.progress_bar.log_every_percent=50",
+        "callbacks.progress_bar.refresh_seconds=0",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"\[callbacks.progress\]\[INFO\] - VHP: [\d.]+ K parameters \(encoder", out)
+    assert re.search(
+        r"^step 5/10 \(50%\) · \d+:\d\d left · β 1\.0e-4 · Ĉ/κ² \S+ · initial phase$", out, re.M
+    )
+    assert re.search(r"^step 10/10 \(100%\) · \d+:\d\d elapsed · β 1\.0e-4 · ", out, re.M)
+    summary = out[out.index("Finished at step 10") :]
+    assert re.search(r"^test/nll = -?[\d.]+ \(importance-sampled, S = 100\)$", summary, re.M)
+    for name in ("latents_step10", "beta_trace", "reconstructions_step10", "samples_step10"):
+        assert f"  figure: {run / 'figures' / name}.png" in summary
+        assert (run / "figures" / f"{name}.png").is_file()
+    assert "Tip:" not in out + proc.stderr and "Total FLOPs" not in out + proc.stderr
