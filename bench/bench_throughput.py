@@ -295,6 +295,9 @@ def child_main(spec_path: str) -> None:
     """Train one loop as ``spec`` says; write ``{steps_per_s, ...}`` beside the spec."""
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(int(spec["threads"]))
+    # Every loop runs as our train CLI does by default (flush_denormal: true in conf/train.yaml):
+    # the comparison is of the loops, not of the CPU's denormal handling.
+    torch.set_flush_denormal(True)
     torch.manual_seed(int(spec["seed"]))
     data = torch.load(spec["data_path"], weights_only=True)
     result: dict[str, Any] = {"loop": spec["loop"], "steps_per_s": math.nan, "steps_per_cpu_s": 0}

@@ -71,7 +71,8 @@ def machine_lines(threads: int) -> list[str]:
         f"{platform.release()}",
         f"- Python {platform.python_version()}, torch {torch.__version__}, pytorch-lightning "
         f"{package_version('pytorch-lightning')}, pythae {package_version('pythae')}",
-        f"- Threads: {threads} per benchmark process (torch.set_num_threads, OMP_NUM_THREADS, "
+        f"- Threads: {threads} per benchmark process, denormals flushed to zero as in our CLIs "
+        "(torch.set_num_threads, OMP_NUM_THREADS, "
         "BLAS thread pools)",
     ]
 
