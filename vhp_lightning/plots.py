@@ -189,8 +189,8 @@ def plot_posterior_and_prior(
 ) -> Figure:
     """Fig. 2 of the paper in one row: posterior means coloured by the angle, the same means in
     greyscale by each point's posterior std (mean over latent dims; its spread across points is
-    the "variance of the standard deviation" of Fig. 2), and samples of the prior over the
-    posterior means in light grey.
+    the "variance of the standard deviation" of Fig. 2), and samples of the prior (blue) with
+    the posterior means drawn over them (dark grey).
 
     All three panels share one window (the union of means and prior samples), so the last one
     shows directly whether the prior covers the encoded data (the pendulum's ring) or sits
@@ -205,11 +205,11 @@ def plot_posterior_and_prior(
     std = np.asarray(stds, np.float64).mean(axis=1)
     grey = axes[1].scatter(*m2.T, s=3, c=std, cmap="Greys")
     fig.colorbar(grey, ax=axes[1], fraction=0.046, pad=0.04, label="posterior std")
-    axes[2].scatter(*m2.T, s=2, c="0.8", label="q(z|x) means")
-    axes[2].scatter(*p2.T, s=2, c="tab:blue", alpha=0.5, label="z ~ p(z)")
+    axes[2].scatter(*p2.T, s=2, c="tab:blue", alpha=0.4, label="z ~ p(z)")
+    axes[2].scatter(*m2.T, s=1, c="0.15", alpha=0.5, label="q(z|x) means")
     axes[2].legend(fontsize=7, loc="upper right", markerscale=3)
     (x_lim, y_lim) = _shared_limits(m2, p2)
-    names = ("q(z|x): means", f"q(z|x): std (var {std.var():.2g})", "prior over the means")
+    names = ("q(z|x): means", f"q(z|x): std (var {std.var():.2g})", "prior and the means")
     for ax, name in zip(axes, names, strict=True):
         ax.set_title(name + note, fontsize=9)
         ax.set_xlim(*x_lim)
