@@ -124,3 +124,10 @@ def test_beta_trace_marks_the_switch() -> None:
     fig = plot_beta_trace(steps, np.ones(100), np.ones(100))  # no bound, no switch: no marks
     assert len(fig.axes[0].lines) == 1 and len(fig.axes[1].lines) == 1
     plt.close(fig)
+
+
+def test_the_pictures_can_be_turned_off(compose_cfg, tmp_path: Path) -> None:
+    off = ["callbacks.figures=null", "callbacks.image_grids=null", "trainer.max_steps=3"]
+    train(compose_cfg("callbacks=default", "~callbacks.progress_bar", "test=false", *off))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "figures").exists()
