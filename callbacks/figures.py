@@ -1,12 +1,18 @@
-"""Evaluation and figures during training: the pendulum's Fig. 2 and Table 1 metric.
+"""Figures during training: every run's end-of-run pictures, the pendulum's Fig. 2 and Table 1.
 
-Rank zero only, every ``every_n_steps`` steps (off the hot path: one forward pass over the
-evaluation split), and once at the end of ``fit``.
+``RunFigures`` (in the default callbacks) draws, once when ``fit`` ends, what any dataset shows
+without knowing it: the posterior means coloured by the batch's label or angle beside prior
+samples on shared axes (Fig. 2, 16; PCA when the latent has more than 2 dims) and the beta / C_t
+trace with REWO's phase switch marked. ``PendulumFigures`` adds the pendulum's Fig. 2 snapshots
+every ``every_n_steps`` steps and the latent-angle metrics of Table 1. Rank zero only, off the
+hot path (one forward pass over at most ``max_points`` points of the evaluation split); the
+training RNG stream is left untouched.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
+from callbacks.base import BetaScheme
 from vhp_lightning.pendulum_metrics import (
     knn_angle_error,
     latent_angle_report,
@@ -27,30 +34,49 @@ from vhp_lightning.pendulum_metrics import (
 from vhp_lightning.plots import plot_beta_trace, plot_posterior_and_prior
 
 
-class PendulumFigures(Callback):
-    """Fig. 2 snapshots every ``every_n_steps`` and the latent-angle errors at the end.
+class RunFigures(Callback):
+    """The end-of-run pictures of any dataset, in ``dirpath`` and in TensorBoard/W&B.
 
-    Writes ``<dirpath>/latents_step<k>.png``, ``beta_trace.png`` and ``pendulum_metrics.json``
-    (``polar_ols_error``, ``knn_angle_error``, ``polar_slope``, the step and beta) and logs the
-    figures to TensorBoard/W&B when those loggers are active. Needs batches ``(x, angle)``.
+    When ``fit`` ends (not under ``fast_dev_run``) it writes ``latents_step<k>.png``
+    (``plot_posterior_and_prior``: q(z|x) means coloured by the batches' second item, an angle or
+    a class label, when they carry one; then their posterior std; then prior samples over the
+    means, all on one window) and ``beta_trace.png`` (beta and C_t against the step, kappa^2
+    dashed, REWO's switch to the main phase dotted). The paths written are in ``figure_paths``
+    (the closing summary prints them). Image grids are ``callbacks.image_grids.ImageGrids``.
+
+    Args:
+        dirpath: output folder (``<run dir>/figures`` in the config).
+        n_prior_samples: samples z ~ p(z) in the prior panel.
+        max_points: encode at most this many points of ``split`` (``None``: all).
+        split: ``"val"`` or ``"test"``.
     """
 
     def __init__(
         self,
         dirpath: str,
-        every_n_steps: int = 5_000,
         n_prior_samples: int = 2_000,
+        max_points: int | None = 5_000,
         split: str = "test",
     ) -> None:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        if n_prior_samples < 1 or (max_points is not None and max_points < 1):
+            raise ValueError(
+                f"need n_prior_samples >= 1 and max_points >= 1 (or null); got "
+                f"{n_prior_samples}, {max_points}"
+            )
         self.dirpath = Path(dirpath)
-        self.every_n_steps = int(every_n_steps)
         self.n_prior_samples = int(n_prior_samples)
+        self.max_points = None if max_points is None else int(max_points)
         self.split = split
-        self.trace: list[tuple[int, float, float]] = []
-        self.snapshots: list[dict[str, float]] = []
+        self.trace: list[tuple[int, float, float]] = []  # (step, beta, C_t) of every step
         self.kappa_sq: float | None = None
+        self.figure_paths: list[Path] = []  # written at the end of the last fit
+        self._scheme: BetaScheme | None = None
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._scheme = next((cb for cb in trainer.callbacks if isinstance(cb, BetaScheme)), None)
 
     def on_train_batch_end(
         self,
@@ -60,56 +86,164 @@ class PendulumFigures(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        step = trainer.global_step
-        c_hat = next(
-            (float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/c_hat")),
-            float("nan"),
-        )
-        kappa = next(
-            (float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/kappa_sq")), None
-        )
-        self.kappa_sq = kappa if kappa is not None else self.kappa_sq
-        self.trace.append((step, float(getattr(pl_module, "beta", 1.0)), c_hat))
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
-            self._snapshot(trainer, pl_module, f"latents_step{step}")
+        """Record (step, beta of this step, C_t so far): a few attribute reads per step."""
+        scheme = self._scheme
+        if scheme is None:
+            beta, c_hat = float(getattr(pl_module, "beta", 1.0)), math.nan
+        else:
+            beta = scheme.beta
+            c_hat = math.nan if scheme.c_hat is None else scheme.c_hat
+            self.kappa_sq = scheme.kappa_sq
+        self.trace.append((trainer.global_step, beta, c_hat))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        snapshot = self._snapshot(trainer, pl_module, f"latents_step{trainer.global_step}")
-        if snapshot is not None:  # rank zero
-            self._write_metrics(trainer)
-            self._write_trace(trainer)
+        self.figure_paths = []
+        self.draw(trainer, pl_module)
 
-    # ------------------------------------------------------------------------------------------
+    @rank_zero_only
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The latent panels (when the model has an encoder and a prior) and the beta trace."""
+        model = getattr(pl_module, "model", None)
+        if hasattr(model, "encode") and hasattr(model, "sample_prior"):
+            means, stds, labels, prior = self._encode(trainer, pl_module)
+            self._draw_latents(trainer, pl_module, means, stds, labels, prior)
+        self._write_trace(trainer)
+
+    # --- pieces -------------------------------------------------------------------------------
     @torch.no_grad()
     def _encode(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
+        """q(z|x) means and stds of the split's first ``max_points`` points, the batches'
+        second items (``None`` if they carry none) and ``n_prior_samples`` z ~ p(z)."""
         dm = trainer.datamodule
         dm.setup("test")
         loader = dm.test_dataloader() if self.split == "test" else dm.val_dataloader()
         was_training = pl_module.training
         pl_module.eval()
-        means, stds, angles = [], [], []
-        with torch.random.fork_rng(devices=[]):  # keep the training RNG stream untouched
-            for x, angle in loader:
-                mean, logvar = pl_module.model.encode(x.to(pl_module.device))
-                means.append(mean.float().cpu())
-                stds.append((0.5 * logvar).exp().float().cpu())
-                angles.append(angle)
-            prior = pl_module.model.sample_prior(self.n_prior_samples).float().cpu()
-        pl_module.train(was_training)
+        device = pl_module.device
+        fork = [device.index or 0] if device.type == "cuda" else []
+        means, stds, labels, n = [], [], [], 0
+        try:
+            with torch.random.fork_rng(devices=fork):  # keep the training RNG stream untouched
+                for batch in loader:
+                    x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                    mean, logvar = pl_module.model.encode(x.to(device))
+                    means.append(mean.float().cpu())
+                    stds.append((0.5 * logvar).exp().float().cpu())
+                    if isinstance(batch, (list, tuple)) and len(batch) > 1:
+                        labels.append(torch.as_tensor(batch[1]).reshape(len(x), -1)[:, 0])
+                    n += len(x)
+                    if self.max_points is not None and n >= self.max_points:
+                        break
+                prior = pl_module.model.sample_prior(self.n_prior_samples).float().cpu()
+        finally:
+            pl_module.train(was_training)
+        k = n if self.max_points is None else min(n, self.max_points)
         return (
-            torch.cat(means).numpy(),
-            torch.cat(stds).numpy(),
-            torch.cat(angles).numpy(),
+            torch.cat(means)[:k].numpy(),
+            torch.cat(stds)[:k].numpy(),
+            torch.cat(labels)[:k].numpy() if labels else None,
             prior.numpy(),
         )
 
+    def _draw_latents(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        means: np.ndarray,
+        stds: np.ndarray,
+        labels: np.ndarray | None,
+        prior: np.ndarray,
+    ) -> None:
+        beta = float(getattr(pl_module, "beta", 1.0))
+        title = f"step {trainer.global_step}, beta = {beta:.3g}"
+        colour = labels if labels is not None else np.zeros(len(means), dtype=np.int64)
+        fig = plot_posterior_and_prior(means, stds, colour, prior, title)
+        self._save(trainer, f"latents_step{trainer.global_step}", fig)
+
+    @rank_zero_only
+    def _write_trace(self, trainer: pl.Trainer) -> None:
+        if not self.trace:
+            return
+        steps, betas, c_hats = (np.asarray(col) for col in zip(*self.trace, strict=True))
+        scheme = self._scheme
+        switch = getattr(scheme, "switch_step", None)
+        title = ""
+        if switch is not None:
+            title = f"{type(scheme).__name__}: initial phase until step {switch}, then main phase"
+        elif self.kappa_sq is not None and not getattr(scheme, "train_prior", True):
+            title = f"{type(scheme).__name__}: initial phase throughout (C_t never < kappa^2)"
+        fig = plot_beta_trace(steps, betas, c_hats, self.kappa_sq, switch, title)
+        self._save(trainer, "beta_trace", fig)
+
+    def _save(self, trainer: pl.Trainer, name: str, fig: Figure) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        log_figure(trainer, f"figures/{name.split('_step')[0]}", fig, path)
+        plt.close(fig)
+        if path not in self.figure_paths:
+            self.figure_paths.append(path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trace": [list(t) for t in self.trace]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.trace = [tuple(t) for t in state_dict.get("trace", [])]  # type: ignore[misc]
+
+
+class PendulumFigures(RunFigures):
+    """Fig. 2 snapshots every ``every_n_steps`` and the latent-angle errors at the end.
+
+    Writes ``<dirpath>/latents_step<k>.png`` (+ ``.npz``), ``snapshots.csv``, ``beta_trace.png``
+    and ``pendulum_metrics.json`` (``polar_ols_error``, ``knn_angle_error``, ``polar_slope``, the
+    step and beta) and logs the figures to TensorBoard/W&B when those loggers are active. Needs
+    batches ``(x, angle)``; encodes the whole split.
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: int = 5_000,
+        n_prior_samples: int = 2_000,
+        split: str = "test",
+    ) -> None:
+        super().__init__(dirpath, n_prior_samples=n_prior_samples, max_points=None, split=split)
+        self.every_n_steps = int(every_n_steps)
+        self.snapshots: list[dict[str, float]] = []
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
+            self._snapshot(trainer, pl_module, f"latents_step{step}")
+
+    @rank_zero_only
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The last snapshot, ``pendulum_metrics.json`` and the beta trace."""
+        if self._snapshot(trainer, pl_module, f"latents_step{trainer.global_step}") is not None:
+            self._write_metrics(trainer)
+            self._write_trace(trainer)
+
+    # ------------------------------------------------------------------------------------------
     @rank_zero_only
     def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str):
         """Draw Fig. 2's panels, keep the arrays (``<name>.npz``) and append one row of
         metrics and prior-fit diagnostics to ``snapshots.csv`` (Figs. 2, 11-15 over steps)."""
         means, stds, angles, prior = self._encode(trainer, pl_module)
+        if angles is None or not np.issubdtype(angles.dtype, np.floating):
+            raise ValueError(
+                "PendulumFigures needs batches (x, angle) with a float angle (the pendulum's); "
+                "for other data use the default callbacks (callbacks.figures.RunFigures)."
+            )
         beta = float(getattr(pl_module, "beta", 1.0))
         title = f"step {trainer.global_step}, beta = {beta:.3g}"
         self._save(trainer, name, plot_posterior_and_prior(means, stds, angles, prior, title))
@@ -150,25 +284,11 @@ class PendulumFigures(Callback):
                 step=trainer.global_step,
             )
 
-    @rank_zero_only
-    def _write_trace(self, trainer: pl.Trainer) -> None:
-        if not self.trace:
-            return
-        steps, betas, c_hats = (np.asarray(col) for col in zip(*self.trace, strict=True))
-        self._save(trainer, "beta_trace", plot_beta_trace(steps, betas, c_hats, self.kappa_sq))
-
-    def _save(self, trainer: pl.Trainer, name: str, fig: Figure) -> None:
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        log_figure(trainer, f"figures/{name.split('_step')[0]}", fig, path)
-        plt.close(fig)
-
     def state_dict(self) -> dict[str, Any]:
-        return {"trace": [list(t) for t in self.trace], "snapshots": self.snapshots}
+        return {**super().state_dict(), "snapshots": self.snapshots}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.trace = [tuple(t) for t in state_dict.get("trace", [])]  # type: ignore[misc]
+        super().load_state_dict(state_dict)
         self.snapshots = list(state_dict.get("snapshots", []))
 
 

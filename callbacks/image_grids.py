@@ -5,8 +5,9 @@ Every ``every_n_steps`` optimiser steps (and once at the end of ``fit``), for a 
 reconstructions E[x|z = mean of q(z|x)] alternating) and ``samples_step<k>.png`` (E[x|z] for
 z ~ p(z), the model's prior, eq. 13 for the VHP). Saved under ``dirpath`` and sent to
 TensorBoard/W&B via ``callbacks.figures.log_figure``. Needs image data
-(``datamodule.data_shape = [C, H, W]``); other data are skipped with one warning. The training
-RNG stream is left untouched.
+(``datamodule.data_shape = [C, H, W]``); other data are skipped, with one warning when
+``require_images`` (``callbacks=image_grids``), silently in the default callbacks, which draw
+the grids of image datasets at the end of every run. The training RNG stream is left untouched.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ImageGrids(Callback):
         nrow: images per grid row.
         split: ``"val"`` or ``"test"``, where the fixed data points come from.
         at_fit_end: also draw once when fit ends (not under ``fast_dev_run``).
+        require_images: warn (once) when the data are not images; ``False`` skips them silently.
+
+    The paths of the last grids drawn are in ``figure_paths`` (the closing summary prints them).
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class ImageGrids(Callback):
         nrow: int = 8,
         split: str = "val",
         at_fit_end: bool = True,
+        require_images: bool = True,
     ) -> None:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
@@ -57,6 +62,8 @@ class ImageGrids(Callback):
         self.dirpath, self.split = Path(dirpath), split
         self.every_n_steps, self.n_images, self.nrow = int(every_n_steps), int(n_images), int(nrow)
         self.at_fit_end = bool(at_fit_end)
+        self.require_images = bool(require_images)
+        self.figure_paths: list[Path] = []
         self._fixed: torch.Tensor | None = None
         self._skip = False
 
@@ -83,11 +90,13 @@ class ImageGrids(Callback):
             return
         shape = tuple(getattr(trainer.datamodule, "data_shape", ()) or ())
         if len(shape) != 3:
+            self._skip = True
+            if not self.require_images:
+                return
             rank_zero_warn(
                 f"ImageGrids needs image data (data_shape [C, H, W]), got {list(shape)}; "
                 "skipped. Drop callbacks=image_grids for this dataset."
             )
-            self._skip = True
             return
         model, device = pl_module.model, pl_module.device
         was_training = pl_module.training
@@ -102,8 +111,10 @@ class ImageGrids(Callback):
             pl_module.train(was_training)
         step = trainer.global_step
         rows = _interleave_rows(x.cpu(), recon.float().cpu(), self.nrow)
-        self._save(trainer, "reconstructions", rows, f"data / reconstruction, step {step}")
-        self._save(trainer, "samples", samples.float().cpu(), f"prior samples, step {step}")
+        self.figure_paths = [
+            self._save(trainer, "reconstructions", rows, f"data / reconstruction, step {step}"),
+            self._save(trainer, "samples", samples.float().cpu(), f"prior samples, step {step}"),
+        ]
 
     def _data(self, trainer: pl.Trainer) -> torch.Tensor:
         """The first ``n_images`` data points of the split (kept for later calls)."""
@@ -120,13 +131,14 @@ class ImageGrids(Callback):
             self._fixed = torch.cat(xs)[: self.n_images].float()
         return self._fixed
 
-    def _save(self, trainer: pl.Trainer, name: str, images: torch.Tensor, title: str) -> None:
+    def _save(self, trainer: pl.Trainer, name: str, images: torch.Tensor, title: str) -> Path:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}_step{trainer.global_step}.png"
         fig = grid_figure(images, self.nrow, title)
         fig.savefig(path, dpi=100)
         log_figure(trainer, f"images/{name}", fig, path)
         plt.close(fig)
+        return path
 
 
 def _interleave_rows(x: torch.Tensor, recon: torch.Tensor, nrow: int) -> torch.Tensor:
