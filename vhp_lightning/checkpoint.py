@@ -125,6 +125,7 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "test",
     "nll_samples",
     "log_parts_every_n_steps",
+    "compile",
     "num_threads",
     "flush_denormal",
     "data_dir",

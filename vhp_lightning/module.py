@@ -42,6 +42,9 @@ class VHPModule(pl.LightningModule):
         log_parts_every_n_steps: log the training loss parts (loss, recon, kl, rmse, ...) every
             this many steps; each ``self.log`` costs Python time on every step that calls it.
             The beta-scheme logs beta, C_t and the phase itself, every step.
+        compile_backend: ``None`` (eager) or a ``torch.compile`` backend (``"inductor"``, its
+            default) for the model's training loss. beta then enters as a tensor, so a new beta
+            every step does not recompile; the model's parameters and checkpoints are unchanged.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class VHPModule(pl.LightningModule):
         nll_samples: int = 100,
         nll_chunk_size: int = 1000,
         log_parts_every_n_steps: int = 50,
+        compile_backend: str | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -68,13 +72,16 @@ class VHPModule(pl.LightningModule):
         if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
             raise ValueError(f"nll_samples must be an integer >= 0 (0 = off), got {nll_samples!r}")
         self.nll_samples, self.nll_chunk_size = nll_samples, int(nll_chunk_size)
-        if isinstance(log_parts_every_n_steps, bool) or not isinstance(
-            log_parts_every_n_steps, int
-        ):
-            raise TypeError(
-                f"log_parts_every_n_steps must be an integer >= 1, got {log_parts_every_n_steps!r}"
-            )
-        self.log_parts_every_n_steps = max(1, log_parts_every_n_steps)
+        every = log_parts_every_n_steps
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"log_parts_every_n_steps must be an integer >= 1, got {every!r}")
+        self.log_parts_every_n_steps = every
+        self.compile_backend = compile_backend
+        self._train_loss = (
+            model.loss
+            if compile_backend is None
+            else torch.compile(model.loss, backend=compile_backend)
+        )
         self.test_nll = MeanNLL()  # summed across processes: correct under DDP
 
     # --- optimisation -------------------------------------------------------------------------
@@ -90,7 +97,10 @@ class VHPModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = _inputs(batch)
-        parts = self.model.loss(x, beta=self.beta)
+        if self.compile_backend is None:
+            parts = self._train_loss(x, beta=self.beta)
+        else:  # a tensor: a Python float would be a constant of the compiled graph
+            parts = self._train_loss(x, beta=torch.tensor(self.beta, device=x.device))
         loss = parts.pop("loss")
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

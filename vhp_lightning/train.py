@@ -101,7 +101,9 @@ def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
         optimizer=instantiate(cfg.optim.optimizer),
         config=config,
         nll_samples=int(cfg.get("nll_samples", 100)),
+        nll_images=cfg.get("test_nll_images"),
         log_parts_every_n_steps=cfg.get("log_parts_every_n_steps", 50),
+        compile_backend=cfg.get("compile"),
     )
     if ckpt is not None:
         check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
