@@ -1,9 +1,12 @@
 """Sweeps: the Optuna sweeper and the SLURM launcher configs compose (and Optuna runs) when the
-sweep extra is installed. Multirun logs per job: tests/test_train.py."""
+sweep extra is installed; the W&B runs of a multirun are named by their overrides and grouped by
+the sweep dir. Multirun logs per job: tests/test_train.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -55,3 +58,57 @@ def test_optuna_runs_two_trials_and_minimises_val_loss(run_cli, tmp_path: Path) 
     assert isinstance(result["best_value"], float)
     assert (tmp_path / "0" / "csv" / "metrics.csv").is_file()
     assert (tmp_path / "1" / "csv" / "metrics.csv").is_file()
+
+
+def _wandb_records(path: Path) -> Iterator[Any]:
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``): a 7-byte file
+    header, then LevelDB-log chunks (4-byte crc, 2-byte length, 1-byte type) in 32 KiB blocks."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw, pos, pending, block = path.read_bytes(), 7, b"", 32768
+    while pos + 7 <= len(raw):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(raw[pos + 4 : pos + 6], "little"), raw[pos + 6]
+        pending += raw[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL, LAST (FIRST and MIDDLE chunks continue a record)
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def test_multirun_wandb_runs_named_by_overrides_and_grouped_by_sweep(run_cli, tmp_path) -> None:
+    pytest.importorskip("wandb")
+    proc = run_cli(
+        "-m",
+        "optim.kappa=0.02,0.05",
+        "logger=wandb",
+        f"hydra.sweep.dir={tmp_path}",
+        "test=false",
+        cwd=tmp_path,
+        tiny=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names, groups = [], []
+    for job, kappa in (("0", "0.02"), ("1", "0.05")):
+        (path,) = (tmp_path / job / "wandb").glob("offline-run-*/run-*.wandb")
+        (run,) = [r.run for r in _wandb_records(path) if r.WhichOneof("record_type") == "run"]
+        assert run.display_name.startswith("pendulum-vhp_mlp-rewo ")
+        assert f"optim.kappa={kappa}" in run.display_name
+        assert "logger=" not in run.display_name  # where it logs does not name a job
+        names.append(run.display_name)
+        groups.append(run.run_group)
+    assert names[0] != names[1]
+    assert groups == [str(tmp_path), str(tmp_path)]
+    # the documented sync command finds exactly these runs
+    assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 2
+
+
+def test_single_run_wandb_has_no_group(compose_cfg) -> None:
+    cfg = compose_cfg("logger=wandb", "optim=geco", "data_dir=/data", tiny=False)
+    assert cfg.logger.wandb.group is None
+    assert cfg.logger.wandb.name == "pendulum-vhp_mlp-geco"  # data_dir, optim=: not in the name

@@ -23,10 +23,28 @@ def _prod(values: Any) -> int:
     return int(math.prod(int(v) for v in values))
 
 
+def _run_label(base: str, overrides: Any = None) -> str:
+    """``${run_label:<dataset>-<model>-<optim>,${hydra:job.override_dirname}}`` -> the base name,
+    then the job's overrides if any: ``pendulum-vhp_mlp-rewo optim.kappa=0.05``."""
+    return f"{base} {overrides}" if overrides else str(base)
+
+
+def _sweep_group() -> str | None:
+    """``${sweep_group:}`` -> the sweep dir of a multirun job (its W&B group), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
 def register_resolvers() -> None:
     """Register the resolvers our configs use (idempotent)."""
-    if not OmegaConf.has_resolver("prod"):
-        OmegaConf.register_new_resolver("prod", _prod)
+    for name, fn in (("prod", _prod), ("run_label", _run_label), ("sweep_group", _sweep_group)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 register_resolvers()
