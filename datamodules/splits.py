@@ -11,7 +11,8 @@ class SplitDataModule(pl.LightningDataModule):
 
     Subclasses set ``batch_size``, ``eval_batch_size`` and ``num_workers``. The training loader
     shuffles and drops a last partial batch (unless the split is smaller than one batch); the
-    evaluation loaders keep every sample in order.
+    evaluation loaders keep every sample in order. A loader asked for before ``setup`` (e.g.
+    ``load(path).datamodule().test_dataloader()``) runs ``setup`` first.
     """
 
     splits: dict
@@ -20,7 +21,15 @@ class SplitDataModule(pl.LightningDataModule):
     num_workers: int
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.splits[split]
+        if split not in (getattr(self, "splits", None) or {}):
+            self.setup("test" if split == "test" else "fit")
+        splits = getattr(self, "splits", None) or {}
+        if split not in splits:
+            raise RuntimeError(
+                f"{type(self).__name__}.setup() built no {split!r} split (it has: "
+                f"{', '.join(splits) or 'none'}); its setup must fill self.splits['{split}']"
+            )
+        data = splits[split]
         return DataLoader(
             data,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,

@@ -88,8 +88,33 @@ def test_interpolate(ckpt) -> None:
     m = load(ckpt[0])
     x = torch.rand(2, 1, 16, 16)
     result = m.interpolate(x[0], x[1], n_nodes=60, n_neighbors=8, seed=0)
-    assert result.decoded.shape[1] == 256 and result.path.shape[1] == 2
+    assert result.decoded.shape[1:] == (1, 16, 16) and result.path.shape[1] == 2
     assert result.decoded.shape[0] == result.path.shape[0] >= 2
+    decoded_ends = m.decode(result.path[[0, -1]]).cpu().numpy()  # the data's shape, like decode
+    assert decoded_ends.shape == (2, 1, 16, 16)
+    assert abs(result.decoded[[0, -1]] - decoded_ends).max() < 1e-5
+
+
+def test_datamodule_loaders_set_themselves_up(ckpt) -> None:
+    m = load(ckpt[0])
+    x, angle = next(iter(m.datamodule().test_dataloader()))  # no setup() call
+    assert x.shape == (100, 1, 16, 16) and angle.shape == (100,)
+    assert m.decode(m.encode(x)[0]).shape == x.shape  # decoded images in the data's shape
+
+
+def test_datamodule_without_the_split_says_so() -> None:
+    from datamodules.splits import SplitDataModule
+
+    class NoTest(SplitDataModule):
+        batch_size = eval_batch_size = 2
+        num_workers = 0
+
+        def setup(self, stage: str | None = None) -> None:
+            self.splits = {"train": [1, 2], "val": [3]}
+
+    assert len(NoTest().val_dataloader()) == 1
+    with pytest.raises(RuntimeError, match=r"built no 'test' split \(it has: train, val\)"):
+        NoTest().test_dataloader()
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:

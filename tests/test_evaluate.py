@@ -10,6 +10,7 @@ checks what evaluation adds on top: chunking, batching and the cross-process mea
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -151,6 +152,31 @@ def test_evaluate_writes_metrics_json(eval_cfg, tmp_path: Path) -> None:
     assert rd["rate"] > 0 and rd["negative_elbo"] == pytest.approx(rd["rate"] + rd["distortion"])
     # the IS estimate is at least the beta = 1 bound, up to Monte Carlo noise of 30 images
     assert nll["nll"] <= rd["negative_elbo"] + 5.0
+
+
+def test_summary_shows_integer_results(eval_cfg, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="vhp_lightning.evaluate")
+    result = evaluate(eval_cfg("metrics=[active_units]", "limit=20"), tmp_path / "eval")
+    units = result["metrics"]["active_units"]
+    summary = [r.getMessage() for r in caplog.records if "written to" in r.getMessage()][0]
+    assert f"active_units={units['active_units']}" in summary
+    assert "latent_dim=2" in summary and "threshold=0.01" in summary
+
+
+def test_missing_data_names_the_data_dir_option_of_eval(compose_cfg, tmp_path: Path) -> None:
+    ckpt = tmp_path / "mnist.ckpt"
+    data = tmp_path / "gone"
+    write_checkpoint(compose_cfg("dataset=mnist", f"data_dir={data}", tiny=False), ckpt)
+    cfg = compose("eval", overrides=[f"ckpt_path={ckpt}", "limit=5"])
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+        cfg.data_dir = None  # VHP_DATA_DIR may be set where the tests run
+    with pytest.raises(FileNotFoundError) as err:
+        evaluate(cfg, tmp_path / "out")
+    message = str(err.value)
+    assert f"The checkpoint stores data_dir={data}" in message
+    assert f"python -m vhp_lightning.evaluate ckpt_path={ckpt} data_dir=<folder>" in message
+    assert "dataset.download" not in message.split("). The checkpoint")[1]  # no train-only keys
 
 
 @pytest.mark.parametrize(

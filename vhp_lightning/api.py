@@ -6,7 +6,11 @@
     >>> x_hat = m.decode(mean)                # (B, *data_shape), E[x|z]
     >>> m.sample(16)                          # (16, *data_shape)
     >>> m.log_likelihood(x, samples=5000)     # (B,) nats, importance-sampled (sec. 4.3)
-    >>> m.interpolate(x[0], x[1]).decoded     # graph interpolation (sec. 2.3)
+    >>> m.interpolate(x[0], x[1]).decoded     # (P, *data_shape), graph interpolation (sec. 2.3)
+
+Images come back in the data's shape, ``(B, C, H, W)`` for image data (``data_shape``, e.g.
+``(1, 28, 28)``), never flattened; ``m.datamodule()`` rebuilds the run's data (its loaders set
+themselves up on first use).
 
 The model is rebuilt from the config the checkpoint stores (``VHPModule`` writes it as
 ``vhp_config``), through the explicit ``_target_`` allow-list of
@@ -17,6 +21,7 @@ writes no file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -128,8 +133,9 @@ class TrainedModel:
     ) -> InterpolationResult:
         """Graph-based interpolation between two examples ``x_a, x_b: (*data_shape)`` (sec. 2.3):
         a k-NN graph over ``n_nodes`` prior samples, the shortest path between the posterior
-        means, decoded. ``result.decoded`` is ``(P, D)``, ``result.path`` ``(P, latent_dim)``."""
-        return interpolate(
+        means, decoded. ``result.decoded`` is ``(P, *data_shape)`` (numpy), ``result.path``
+        ``(P, latent_dim)``."""
+        result = interpolate(
             self.model,
             self._tensor(x_a),
             self._tensor(x_b),
@@ -137,6 +143,11 @@ class TrainedModel:
             n_neighbors=n_neighbors,
             seed=seed,
         )
+        if self.data_shape:
+            result = dataclasses.replace(
+                result, decoded=result.decoded.reshape(-1, *self.data_shape)
+            )
+        return result
 
     def datamodule(self, **overrides: Any) -> Any:
         """The run's DataModule, rebuilt from the stored config with ``overrides`` (e.g.

@@ -224,7 +224,16 @@ def load_split(trained: TrainedModel, cfg: DictConfig) -> tuple[torch.Tensor, to
     if cfg.data_dir is not None and "data_dir" in trained.config.dataset:
         overrides["data_dir"] = str(cfg.data_dir)
     datamodule = trained.datamodule(**overrides)
-    datamodule.setup("test" if cfg.split == "test" else "fit")
+    try:
+        datamodule.setup("test" if cfg.split == "test" else "fit")
+    except FileNotFoundError as err:
+        stored = trained.config.dataset.get("data_dir", trained.config.get("data_dir"))
+        raise FileNotFoundError(
+            f"the {cfg.split} data of this checkpoint was not found ({err}). The checkpoint "
+            f"stores data_dir={stored}; point the evaluation at the folder that holds the data: "
+            f"python -m vhp_lightning.evaluate ckpt_path={cfg.ckpt_path} data_dir=<folder> "
+            "(or set VHP_DATA_DIR)."
+        ) from err
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()
     limit = cfg.limit if cfg.limit is not None else math.inf
     xs: list[torch.Tensor] = []
@@ -290,10 +299,10 @@ def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         result["seconds"][name] = round(time.perf_counter() - start, 3)
         write_json(result, out_dir / "metrics.json")  # after each metric: partial results survive
     summary = ", ".join(
-        f"{k}={v:.4g}"
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for m in result["metrics"].values()
         for k, v in m.items()
-        if isinstance(v, float)
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
     )
     log.info("%s\nwritten to %s", summary, out_dir / "metrics.json")
     return result
