@@ -124,6 +124,7 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "resume",
     "test",
     "nll_samples",
+    "test_nll_images",
     "log_parts_every_n_steps",
     "compile",
     "num_threads",

@@ -9,20 +9,43 @@ for the next step; this module never imports a callback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+log = logging.getLogger(__name__)
+NLL_SLICE = 10  # images per importance-sampled slice of test/nll: a signal is seen between slices
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; raised before the bad gradient reaches any parameter."""
+
+
+class EvaluationInterrupted(SIGTERMException):
+    """A SIGTERM or Ctrl-C stopped an evaluation stage that runs after training finished (the
+    end-of-run ``validate``/``test``): the checkpoint is complete, nothing needs resuming.
+
+    Attributes:
+        stage: ``"validate"`` or ``"test"``.
+        signum: ``signal.SIGTERM`` or ``signal.SIGINT``.
+        step: the training step of the model (the last one).
+    """
+
+    def __init__(self, stage: str, signum: int, step: int) -> None:
+        super().__init__(128 + signum)
+        self.stage, self.signum, self.step = stage, signum, step
 
 
 class VHPModule(pl.LightningModule):
@@ -39,6 +62,9 @@ class VHPModule(pl.LightningModule):
             paper's S = 5000 is ``vhp_lightning.evaluate``'s default; the end-of-training test
             uses fewer so it stays cheap.
         nll_chunk_size: decoder evaluations (images x samples) per forward pass of ``test/nll``.
+        nll_images: ``test/nll`` on the first this many images of the test split (per process
+            under DDP: ``ceil(nll_images / world_size)`` each); ``None`` = all. The count is
+            logged beside it as ``test/nll_images``; ``test/loss`` always covers the whole split.
         log_parts_every_n_steps: log the training loss parts (loss, recon, kl, rmse, ...) every
             this many steps; each ``self.log`` costs Python time on every step that calls it.
             The beta-scheme logs beta, C_t and the phase itself, every step.
@@ -57,6 +83,7 @@ class VHPModule(pl.LightningModule):
         config: dict[str, Any] | None = None,
         nll_samples: int = 100,
         nll_chunk_size: int = 1000,
+        nll_images: int | None = None,
         log_parts_every_n_steps: int = 50,
         compile_backend: str | None = None,
     ) -> None:
@@ -72,6 +99,14 @@ class VHPModule(pl.LightningModule):
         if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
             raise ValueError(f"nll_samples must be an integer >= 0 (0 = off), got {nll_samples!r}")
         self.nll_samples, self.nll_chunk_size = nll_samples, int(nll_chunk_size)
+        if nll_images is not None and (
+            isinstance(nll_images, bool) or not isinstance(nll_images, int) or nll_images < 1
+        ):
+            raise ValueError(
+                f"test_nll_images must be an integer >= 1 or null (all), got {nll_images!r}"
+            )
+        self.nll_images = nll_images
+        self._nll_left: float = math.inf  # images of this process still to score in test/nll
         every = log_parts_every_n_steps
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"log_parts_every_n_steps must be an integer >= 1, got {every!r}")
@@ -132,19 +167,93 @@ class VHPModule(pl.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step("val", batch)
+        with self._interruptible():
+            self._eval_step("val", batch)
+
+    def on_test_epoch_start(self) -> None:
+        limit = self.nll_images
+        world = max(1, self.trainer.world_size) if self._trainer is not None else 1
+        self._nll_left = math.inf if limit is None else math.ceil(limit / world)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-        if self.nll_samples:  # importance-sampled -log p(x), S = nll_samples (sec. 4.3)
-            x = _inputs(batch)
-            log_px = log_likelihood_batched(self.model, x, self.nll_samples, self.nll_chunk_size)
-            self.test_nll.update(log_px)
-            self.log("test/nll", self.test_nll, on_step=False, on_epoch=True)
+        with self._interruptible():
+            self._eval_step("test", batch)
+            if self.nll_samples and self._nll_left > 0:
+                x = _inputs(batch)
+                x = x[: int(min(len(x), self._nll_left))]
+                self._nll_left -= len(x)
+                self.test_nll.update(self._log_px(x, first=batch_idx == 0))
+                self.log("test/nll", self.test_nll, on_step=False, on_epoch=True)
+                self.log(
+                    "test/nll_images",
+                    float(len(x)),
+                    on_step=False,
+                    on_epoch=True,
+                    reduce_fx="sum",
+                    sync_dist=True,
+                )
+
+    def _log_px(self, x: torch.Tensor, first: bool) -> torch.Tensor:
+        """Importance-sampled log p(x), S = ``nll_samples`` (sec. 4.3), ``x: (B, ...)`` ->
+        ``(B,)``, in slices of ``NLL_SLICE`` images so that a SIGTERM stops it within one slice.
+        On the first batch the first image is timed and the projected time of the whole
+        ``test/nll`` is logged."""
+        s, chunk = self.nll_samples, self.nll_chunk_size
+        out = []
+        for i, xs in enumerate(x.split(NLL_SLICE)):
+            if self._trainer is not None and self.trainer.received_sigterm:
+                raise EvaluationInterrupted("test", signal.SIGTERM, self.global_step)
+            if first and i == 0:
+                start = time.perf_counter()
+                out.append(log_likelihood_batched(self.model, xs[:1], s, chunk))
+                self._log_projection(time.perf_counter() - start)
+                xs = xs[1:]
+            if len(xs):
+                out.append(log_likelihood_batched(self.model, xs, s, chunk))
+        return torch.cat(out)
+
+    def _log_projection(self, seconds_per_image: float) -> None:
+        """Say, before the bulk of it runs, what ``test/nll`` covers and how long it will take."""
+        if self.global_rank != 0:
+            return
+        size = _test_size(self.trainer) if self._trainer is not None else None
+        n = self.nll_images if size is None else min(self.nll_images or size, size)
+        of = "" if size is None else f" of {size}"
+        log.info(
+            "End-of-run test/nll on %s%s test images with S = %d importance samples: about %s "
+            "(measured on the first image; test_nll_images=... changes the count). The paper's "
+            "protocol (every image, S = 5000) is one command: python -m vhp_lightning.evaluate "
+            "ckpt_path=<run dir>/checkpoints/last.ckpt metrics=[nll]",
+            "all" if n is None else n,
+            of,
+            self.nll_samples,
+            "?" if n is None else _duration(seconds_per_image * n),
+        )
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """In an evaluation stage after training (``trainer.validate``/``test``), a Ctrl-C or a
+        SIGTERM raises ``EvaluationInterrupted``: the caller can tell the run apart from an
+        interrupted training (whose checkpoint is to be resumed)."""
+        fn = self.trainer.state.fn if self._trainer is not None else None
+        stage = str(getattr(fn, "value", fn))
+        if stage not in ("validate", "test"):
+            yield
+            return
+        if self.trainer.received_sigterm:
+            raise EvaluationInterrupted(stage, signal.SIGTERM, self.global_step)
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise EvaluationInterrupted(stage, signal.SIGINT, self.global_step) from None
 
     def _eval_step(self, stage: str, batch: Any) -> None:
         parts = self.model.loss(_inputs(batch), beta=1.0)
-        self._log_parts(stage, parts, parts.pop("loss"), prog_bar=stage == "val")
+        loss = parts.pop("loss")
+        self._log_parts(stage, parts, loss, prog_bar=stage == "val")
+        if stage == "val":  # the objective at the current beta, beside the beta = 1 bound
+            at_beta = loss if self.beta == 1.0 else parts["nll"] + self.beta * parts["kl"]
+            self.log("val/loss_beta", at_beta.detach(), on_epoch=True, sync_dist=True)
 
     def _log_parts(
         self, stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor, prog_bar: bool
@@ -184,6 +293,23 @@ def _scalars(stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor) -> 
     return {k: float(v) for k, v in scalars.items()}
 
 
+def _test_size(trainer: pl.Trainer) -> int | None:
+    """Number of images of the test split(s) the trainer runs, if its loaders have a length."""
+    loaders = trainer.test_dataloaders
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    try:
+        return sum(len(loader.dataset) for loader in loaders)  # type: ignore[union-attr]
+    except (AttributeError, TypeError):
+        return None
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``1.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def _no_closure() -> None:
     """Manual optimisation: the backward pass already ran before the step."""
 
@@ -199,4 +325,4 @@ def _inputs(batch: Any) -> torch.Tensor:
     return x
 
 
-__all__ = ["NonFiniteLossError", "VHPModule"]
+__all__ = ["EvaluationInterrupted", "NonFiniteLossError", "VHPModule"]

@@ -17,7 +17,9 @@ ends equal to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import netrc
 import os
 import signal
 import socket
@@ -53,7 +55,7 @@ from vhp_lightning.config import (
     redact_override,
     validate,
 )
-from vhp_lightning.module import VHPModule
+from vhp_lightning.module import EvaluationInterrupted, VHPModule
 
 try:
     import fcntl
@@ -374,16 +376,147 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
     log.info("\n".join(lines))
 
 
+def _check_wandb(cfg: DictConfig) -> None:
+    """Fail before any work when ``logger=wandb`` could neither log in nor log offline: without
+    ``WANDB_API_KEY``, a ``wandb login`` entry in ``~/.netrc`` or ``WANDB_MODE=offline``, wandb
+    would stop at an interactive prompt (or fail) once the run has started."""
+    node = (cfg.get("logger") or {}).get("wandb")
+    if not node or node.get("offline") or os.environ.get("WANDB_API_KEY"):
+        return
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
+        return
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    with contextlib.suppress(OSError, netrc.NetrcParseError):
+        if netrc.netrc().authenticators(host):
+            return
+    raise WandbLoginError(
+        "logger=wandb, but there is no W&B login (no WANDB_API_KEY, no `wandb login` entry for "
+        f"{host} in ~/.netrc) and WANDB_MODE is not offline. Log offline and sync later: "
+        "WANDB_MODE=offline python -m vhp_lightning.train logger=wandb ... (or "
+        "logger.wandb.offline=true), then `wandb sync <run dir>/wandb/offline-run-*`; or log in "
+        "first: export WANDB_API_KEY=... or run `wandb login`. Nothing was trained."
+    )
+
+
+class WandbLoginError(RuntimeError):
+    """``logger=wandb`` without a W&B login and without offline mode."""
+
+
+def _absolute_data_paths(cfg: DictConfig) -> None:
+    """Make a relative ``data_dir`` (and ``dataset.data_dir`` / ``dataset.root``) absolute, so the
+    config stored in the checkpoint finds the data from any directory (``vhp_lightning.evaluate``,
+    ``load(...).datamodule()``)."""
+    for node, key in (
+        (cfg, "data_dir"),
+        (cfg.get("dataset"), "data_dir"),
+        (cfg.get("dataset"), "root"),
+    ):
+        if node is None or key not in node or node._get_node(key)._is_interpolation():
+            continue
+        value = node.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[key] = str(Path(value).expanduser().resolve())
+
+
+def _last_checkpoint(cfg: DictConfig) -> Path | None:
+    """This run's newest ``last*.ckpt``, if it wrote one."""
+    with contextlib.suppress(ValueError, OSError):  # no Hydra run dir (tests), unreadable dir
+        return _newest_last(checkpoint_dir(cfg))
+    return None
+
+
+def _eval_command(ckpt: Path | None) -> str:
+    return (
+        f"python -m vhp_lightning.evaluate ckpt_path={ckpt or '<run dir>/checkpoints/last.ckpt'} "
+        "metrics=[nll]"
+    )
+
+
+def _evaluation_stopped(cfg: DictConfig, stop: EvaluationInterrupted) -> str:
+    """The message of a signal during the end-of-run validate/test: training had finished."""
+    name = "Ctrl-C" if stop.signum == signal.SIGINT else "SIGTERM"
+    ckpt = _last_checkpoint(cfg)
+    where = (
+        f"The checkpoint {ckpt} is complete: there is nothing to resume."
+        if ckpt is not None
+        else "This run wrote no checkpoint (no model_checkpoint callback)."
+    )
+    return (
+        f"Stopped by {name} during the end-of-run {stop.stage}, after training finished at step "
+        f"{stop.step}. {where} Evaluate it later with: {_eval_command(ckpt)} (add limit=1000 "
+        "n_samples=100 for a quick number)."
+    )
+
+
+def _nll_note(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
+    """How the end-of-run test/nll was measured, and the command of the full protocol."""
+    if "test/nll" not in metrics:
+        return None
+    images = int(metrics.get("test/nll_images", 0)) or "all"
+    return (
+        f"test/nll is the mean over {images} test images with S = {cfg.get('nll_samples', 100)} "
+        f"(test_nll_images, nll_samples); the paper's protocol (every test image, S = 5000): "
+        f"{_eval_command(_last_checkpoint(cfg))}"
+    )
+
+
+# Overrides that select a Hydra plugin of the `sweep` extra, and the plugin's module.
+SWEEP_PLUGINS = {
+    "hparams_search=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def _missing_plugin(args: list[str]) -> str | None:
+    """The error for the first override in ``args`` whose Hydra plugin is not installed (Hydra
+    itself would only list an empty set of options)."""
+    for arg in args:
+        module = SWEEP_PLUGINS.get(arg.lstrip("+~"))
+        if module is None:
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # not even the hydra_plugins namespace
+            found = False
+        if not found:
+            return (
+                f"{arg} needs the Hydra plugin {module.split('.')[-1]}, which is not installed. "
+                "Install the sweep extra: pip install '.[sweep]' (from the repo; or pip install "
+                "'vhp-lightning[sweep]')."
+            )
+    return None
+
+
+def main() -> Any:
+    """``vhp-train`` / ``python -m vhp_lightning.train``: checks that a chosen sweep plugin is
+    installed, then runs the Hydra entry point ``hydra_main``."""
+    error = _missing_plugin(sys.argv[1:])
+    if error:
+        sys.exit(error)
+    return hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://vhp_lightning.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val/loss (the beta = 1 bound -ELBO on the validation split) so
-    sweepers (Optuna) can minimise it. A SIGTERM exits with status 143 after the checkpoint."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns val/loss (the beta = 1 bound -ELBO on the validation split,
+    whatever beta the scheme reached) so sweepers (Optuna) can minimise it. A SIGTERM exits with
+    status 143: during training after the checkpoint (resume it), during the end-of-run
+    evaluation with a message that the checkpoint is complete and how to evaluate it."""
     sys.argv[1:] = [redact_override(a) for a in sys.argv[1:]]  # W&B records the command line
+    _check_wandb(cfg)
+    _absolute_data_paths(cfg)
     try:
         metrics = train(cfg)
+    except EvaluationInterrupted as stop:
+        log.error(_evaluation_stopped(cfg, stop))
+        sys.exit(128 + stop.signum)
     except SIGTERMException:
         log.error("Stopped by SIGTERM; resume with resume=true (same hydra.run.dir) or ckpt_path.")
         sys.exit(128 + signal.SIGTERM)
+    note = _nll_note(cfg, metrics)
+    if note:
+        log.info(note)
     return metrics.get("val/loss")
 
 
