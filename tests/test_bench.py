@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,27 @@ def test_pythae_adapters_train(tmp_path: Path) -> None:
         out.loss.backward()
         assert torch.isfinite(out.loss)
         assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_gpu_benchmark_runs_every_row_on_cpu_with_a_tiny_budget(tmp_path: Path) -> None:
+    # bench/gpu.sh is for a GPU machine; its tiny budget runs the same code paths on the CPU.
+    out = tmp_path / "gpu.md"
+    result = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu.sh"), "--device", "cpu", "--budget", "tiny",
+         "--out", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [
+        line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows[1:]] == [
+        "pendulum VHP + REWO, eager",
+        "pendulum VHP + REWO, compile=eager",
+        "MNIST gated VHP + REWO, eager",
+        "NLL, pendulum MLP VHP, S = 8",
+        "NLL, MNIST gated VHP, S = 8",
+        "pendulum run end to end, 4 steps",
+    ]
+    for row in rows[1:]:
+        assert float(row.split(" | ")[1]) > 0, row  # a number, not "failed: ..."
