@@ -90,6 +90,9 @@ def _table2_runs(root: Path) -> list[dict[str, Any]]:
             if isinstance(batches, int) and not isinstance(batches, bool)
             else "all"
         )
+        if isinstance(cfg.get("test_nll_images"), int):  # test/nll's own bound (train.yaml)
+            limit = int(cfg["test_nll_images"])
+            images = limit if images == "all" else min(limit, int(images))
         runs.append({
             "model": cfg["model"].get("_target_"),
             "scheme": ((cfg.get("optim") or {}).get("scheme") or {}).get("_target_"),
