@@ -49,7 +49,7 @@ def build_model(name: str) -> torch.nn.Module:
 def mnist_test_images(n: int, data_dir: str | None) -> tuple[torch.Tensor, str]:
     """The first ``n`` binarised MNIST test images ``(n, 1, 28, 28)`` and where they came from."""
     if data_dir and (Path(data_dir) / "mnist").is_dir():
-        from datamodules.mnist import MNISTDataModule
+        from vhp_lightning.datamodules.mnist import MNISTDataModule
 
         dm = MNISTDataModule(data_dir=data_dir, eval_batch_size=n)
         dm.setup("test")

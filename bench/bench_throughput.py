@@ -130,7 +130,7 @@ def make_data(dataset: str, n: int, data_shape: list[int], seed: int = 0) -> tor
     """``(n, *data_shape)`` training images: rendered pendulums or random binary 'MNIST'."""
     gen = torch.Generator().manual_seed(seed)
     if dataset == "pendulum":
-        from datamodules.pendulum import render_pendulum
+        from vhp_lightning.datamodules.pendulum import render_pendulum
 
         return render_pendulum(torch.rand(n, generator=gen) * 2 * math.pi, size=data_shape[-1])
     probs = torch.full((n, *data_shape), MNIST_PIXEL_MEAN)
@@ -401,8 +401,8 @@ def train_plain(spec: dict[str, Any], data: torch.Tensor) -> list[Stamp]:
     """The same VHP and Alg. 1 by hand: two Adam optimisers, eq. 11 for beta; per-step end times.
 
     The beta update is eq. 11/12 as in ``callbacks/rewo.py`` (restated here so that this process
-    does not import Lightning, which ``callbacks`` does); ``tests/test_bench.py`` checks that the
-    two agree.
+    does not import Lightning, which ``vhp_lightning.callbacks`` does); ``tests/test_bench.py``
+    checks that the two agree.
     """
     model = _build_vhp(spec)
     vae_opt = torch.optim.Adam(model.vae_parameters(), lr=spec["lr"])

@@ -24,8 +24,8 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
+from vhp_lightning.callbacks.base import BetaScheme
 
-from callbacks.base import BetaScheme
 from vhp_lightning.pendulum_metrics import (
     knn_angle_error,
     latent_angle_report,
@@ -42,7 +42,8 @@ class RunFigures(Callback):
     a class label, when they carry one; then their posterior std; then prior samples over the
     means, all on one window) and ``beta_trace.png`` (beta and C_t against the step, kappa^2
     dashed, REWO's switch to the main phase dotted). The paths written are in ``figure_paths``
-    (the closing summary prints them). Image grids are ``callbacks.image_grids.ImageGrids``.
+    (the closing summary prints them). Image grids are
+    ``vhp_lightning.callbacks.image_grids.ImageGrids``.
 
     Args:
         dirpath: output folder (``<run dir>/figures`` in the config).
@@ -242,7 +243,8 @@ class PendulumFigures(RunFigures):
         if angles is None or not np.issubdtype(angles.dtype, np.floating):
             raise ValueError(
                 "PendulumFigures needs batches (x, angle) with a float angle (the pendulum's); "
-                "for other data use the default callbacks (callbacks.figures.RunFigures)."
+                "for other data use the default callbacks "
+                "(vhp_lightning.callbacks.figures.RunFigures)."
             )
         beta = float(getattr(pl_module, "beta", 1.0))
         title = f"step {trainer.global_step}, beta = {beta:.3g}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from callbacks.base import LOG_BETA_MAX, BetaScheme, _check_number, clamp_log_beta
+from vhp_lightning.callbacks.base import LOG_BETA_MAX, BetaScheme, _check_number, clamp_log_beta
 
 
 def geco_beta_update(beta: float, delta: float, nu: float) -> float:

@@ -4,7 +4,7 @@ Every ``every_n_steps`` optimiser steps (and once at the end of ``fit``), for a 
 ``n_images`` data points of one split: ``reconstructions_step<k>.png`` (rows of data and their
 reconstructions E[x|z = mean of q(z|x)] alternating) and ``samples_step<k>.png`` (E[x|z] for
 z ~ p(z), the model's prior, eq. 13 for the VHP). Saved under ``dirpath`` and sent to
-TensorBoard/W&B via ``callbacks.figures.log_figure``. Needs image data
+TensorBoard/W&B via ``vhp_lightning.callbacks.figures.log_figure``. Needs image data
 (``datamodule.data_shape = [C, H, W]``); other data are skipped, with one warning when
 ``require_images`` (``callbacks=image_grids``), silently in the default callbacks, which draw
 the grids of image datasets at the end of every run. The training RNG stream is left untouched.
@@ -23,8 +23,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torchvision.utils import make_grid
-
-from callbacks.figures import log_figure
+from vhp_lightning.callbacks.figures import log_figure
 
 
 class ImageGrids(Callback):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from callbacks.base import BetaScheme, _check_number, clamp_log_beta
+from vhp_lightning.callbacks.base import BetaScheme, _check_number, clamp_log_beta
 
 
 def rewo_beta_update(beta: float, delta: float, nu: float, tau: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callbacks.base import BetaScheme, _check_number
+from vhp_lightning.callbacks.base import BetaScheme, _check_number
 
 
 def warmup_beta(step: int, warmup_steps: int, beta_init: float = 0.0) -> float:

@@ -45,9 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
-
-from datamodules.asf_amc import read_motion
-from datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.asf_amc import read_motion
+from vhp_lightning.datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
 

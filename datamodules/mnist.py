@@ -30,9 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-
-from datamodules.idx import check_digests, digests, parse_idx
-from datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.idx import check_digests, digests, parse_idx
+from vhp_lightning.datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +352,7 @@ class StaticMNISTDataModule(BinaryImageDataModule):
                 f"folder that holds binarized_mnist/. torchvision cannot download it "
                 f"(dataset.download=true does not help): get binarized_mnist_{{train,valid,test}}"
                 f".amat from {STATIC_MNIST_URL} and convert them with "
-                f"datamodules.mnist.amat_to_npz"
+                f"vhp_lightning.datamodules.mnist.amat_to_npz"
             )
         out = {}
         with np.load(path) as npz:

@@ -19,8 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-
-from datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.splits import SplitDataModule
 
 
 def render_pendulum(

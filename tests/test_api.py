@@ -103,7 +103,7 @@ def test_datamodule_loaders_set_themselves_up(ckpt) -> None:
 
 
 def test_datamodule_without_the_split_says_so() -> None:
-    from datamodules.splits import SplitDataModule
+    from vhp_lightning.datamodules.splits import SplitDataModule
 
     class NoTest(SplitDataModule):
         batch_size = eval_batch_size = 2

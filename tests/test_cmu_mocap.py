@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from datamodules.asf_amc import parse_amc, parse_asf, read_motion
-from datamodules.cmu_mocap import (
+from vhp_lightning.datamodules.asf_amc import parse_amc, parse_asf, read_motion
+from vhp_lightning.datamodules.cmu_mocap import (
     CMU_URL,
     DEFAULT_MOTIONS,
     DROPPED_CHANNELS,

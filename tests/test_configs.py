@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from vhp_lightning.datamodules.cmu_mocap import DEFAULT_MOTIONS
 
-from datamodules.cmu_mocap import DEFAULT_MOTIONS
 from tests.test_cmu_mocap import write_cmu_fixture
 from tests.test_datamodules_images import write_idx_set, write_omniglot, write_static_npz
 from tests.test_image_folder import write_image_folder
@@ -111,10 +111,10 @@ def test_mnist_command_is_the_paper_mnist_setting(compose_cfg) -> None:
     assert cfg.model.decoder._target_.endswith("GatedConvDecoder")
     assert cfg.model.encoder.out_dim == 32 and cfg.model.n_importance == 16
     assert cfg.model.likelihood._target_.endswith("BernoulliLikelihood")
-    assert cfg.optim.scheme._target_ == "callbacks.rewo.REWO"
+    assert cfg.optim.scheme._target_ == "vhp_lightning.callbacks.rewo.REWO"
     assert cfg.optim.scheme.kappa == 0.18 and cfg.optim.scheme.nu == 1.0
     assert cfg.optim.optimizer.lr == 5e-4
-    assert cfg.dataset._target_ == "datamodules.mnist.MNISTDataModule"
+    assert cfg.dataset._target_ == "vhp_lightning.datamodules.mnist.MNISTDataModule"
 
 
 def test_fashion_brings_its_own_kappa(compose_cfg) -> None:

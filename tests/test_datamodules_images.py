@@ -14,9 +14,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-
-from datamodules.idx import ChecksumError, parse_idx
-from datamodules.mnist import (
+from vhp_lightning.datamodules.idx import ChecksumError, parse_idx
+from vhp_lightning.datamodules.mnist import (
     FashionMNISTDataModule,
     MNISTDataModule,
     OmniglotDataModule,

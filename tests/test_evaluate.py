@@ -266,7 +266,7 @@ def test_twenty_table2_experiments_compose(compose_cfg) -> None:
         assert cfg.model._target_.startswith("vhp_lightning.models.")
         assert cfg.paper.latent_dim == 32 and cfg.dataset.data_shape == [1, 28, 28]
     cfg = compose_cfg("experiment=table2_mnist_vhp_geco", tiny=False)
-    assert cfg.optim.scheme._target_ == "callbacks.geco.GECO"
+    assert cfg.optim.scheme._target_ == "vhp_lightning.callbacks.geco.GECO"
     assert cfg.model._target_ == "vhp_lightning.models.vhp.VHP"
     cfg = compose_cfg("experiment=table2_omniglot_iwae_l2", tiny=False)
     assert cfg.model._target_.endswith("IWAE2") and "Omniglot" in cfg.dataset._target_
@@ -289,13 +289,14 @@ def _fake_eval(root: Path, name: str, model: str, scheme: str, dataset: str, nll
 
 
 def test_table2_report_puts_ours_beside_the_paper(tmp_path: Path) -> None:
-    vhp, rewo = "vhp_lightning.models.vhp.VHP", "callbacks.rewo.REWO"
-    _fake_eval(tmp_path, "a", vhp, rewo, "datamodules.mnist.MNISTDataModule", 79.5)
-    _fake_eval(tmp_path, "b", "vhp_lightning.models.iwae.IWAE2", "callbacks.schedules.ConstantBeta",
-               "datamodules.mnist.FashionMNISTDataModule", 230.25)  # fmt: skip
+    vhp, rewo = "vhp_lightning.models.vhp.VHP", "vhp_lightning.callbacks.rewo.REWO"
+    _fake_eval(tmp_path, "a", vhp, rewo, "vhp_lightning.datamodules.mnist.MNISTDataModule", 79.5)
+    _fake_eval(tmp_path, "b", "vhp_lightning.models.iwae.IWAE2",
+               "vhp_lightning.callbacks.schedules.ConstantBeta",
+               "vhp_lightning.datamodules.mnist.FashionMNISTDataModule", 230.25)  # fmt: skip
     job = tmp_path / "sweep" / "0"  # a training run with test/nll in its CSV log
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "config.yaml").write_text(
+    (job / ".hydra" / "config.yaml").write_text(  # the package names of earlier versions
         "model: {_target_: vhp_lightning.models.vampprior.VampPrior}\n"
         "optim: {scheme: {_target_: callbacks.rewo.REWO}}\n"
         "dataset: {_target_: datamodules.mnist.MNISTDataModule, eval_batch_size: 100}\n"

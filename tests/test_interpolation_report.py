@@ -177,8 +177,8 @@ def test_experiment_sweeps_models_with_the_same_paper_nets(compose_cfg, name: st
 
 
 def test_callback_collects_points_with_class_names(tmp_path: Path) -> None:
-    from callbacks.interpolation import InterpolationAnalysis
-    from datamodules.image_folder import ShapesDataModule
+    from vhp_lightning.callbacks.interpolation import InterpolationAnalysis
+    from vhp_lightning.datamodules.image_folder import ShapesDataModule
 
     class Trainer:
         datamodule = ShapesDataModule(n_samples=40, val_fraction=0.25, test_fraction=0.25)

@@ -8,8 +8,7 @@ import re
 
 import pytest
 import torch
-
-from callbacks.progress import (
+from vhp_lightning.callbacks.progress import (
     StepProgress,
     format_clock,
     format_count,
@@ -17,6 +16,7 @@ from callbacks.progress import (
     parameter_summary,
     scheme_text,
 )
+
 from vhp_lightning.train import train
 
 # The default callbacks (progress bar on) with the tiny nets; no test pass, 20 steps.
@@ -71,7 +71,9 @@ def test_default_run_prints_the_step_line_in_a_log(compose_cfg, capfd, caplog) -
     ), lines[-1]
     assert "\r" not in out and "Epoch" not in out
     # Start-up: one line of parameter counts per part, no Lightning table, no advertisement.
-    summary = [r.getMessage() for r in caplog.records if r.name == "callbacks.progress"]
+    summary = [
+        r.getMessage() for r in caplog.records if r.name == "vhp_lightning.callbacks.progress"
+    ]
     assert len(summary) == 1 and re.match(
         r"VHP: [\d.]+ K parameters \(encoder [\d.]+ K, decoder [\d.]+ K, .*prior_encoder",
         summary[0],
@@ -163,7 +165,9 @@ def test_the_command_line_prints_the_line_the_pictures_and_the_summary(
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert re.search(r"\[callbacks.progress\]\[INFO\] - VHP: [\d.]+ K parameters \(encoder", out)
+    assert re.search(
+        r"\[vhp_lightning.callbacks.progress\]\[INFO\] - VHP: [\d.]+ K parameters \(encoder", out
+    )
     assert re.search(
         r"^step 5/10 \(50%\) · \d+:\d\d left · β 1\.0e-4 · Ĉ/κ² \S+ · initial phase$", out, re.M
     )

@@ -114,7 +114,8 @@ def test_resume_true_takes_the_newest_last_checkpoint(compose_cfg, tmp_path) -> 
         (["optim.optimizer.lr=0.01"], "optim.optimizer.lr: checkpoint 0.0001, now 0.01"),
         (
             ["optim=geco"],
-            "optim.scheme._target_: checkpoint 'callbacks.rewo.REWO', now 'callbacks.geco.GECO'",
+            "optim.scheme._target_: checkpoint 'vhp_lightning.callbacks.rewo.REWO', "
+            "now 'vhp_lightning.callbacks.geco.GECO'",
         ),
         (["seed=1"], "seed: checkpoint 0, now 1"),
     ],

@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from callbacks.base import LOG_BETA_MIN
-from callbacks.rewo import REWO, rewo_beta_update
+from vhp_lightning.callbacks.base import LOG_BETA_MIN
+from vhp_lightning.callbacks.rewo import REWO, rewo_beta_update
 
 
 def test_rewo_update_hand_computed() -> None:

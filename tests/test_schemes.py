@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from vhp_lightning.callbacks.base import LOG_BETA_MAX, LOG_BETA_MIN
+from vhp_lightning.callbacks.geco import GECO, geco_beta_update
+from vhp_lightning.callbacks.rewo_alt import REWOAlt, rewo_alt_update
+from vhp_lightning.callbacks.schedules import ConstantBeta, WarmUp, warmup_beta
 
-from callbacks.base import LOG_BETA_MAX, LOG_BETA_MIN
-from callbacks.geco import GECO, geco_beta_update
-from callbacks.rewo_alt import REWOAlt, rewo_alt_update
-from callbacks.schedules import ConstantBeta, WarmUp, warmup_beta
 from tests.test_rewo import _run
 
 

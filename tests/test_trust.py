@@ -135,7 +135,10 @@ def test_trusted_admits_a_class_never_a_function(compose_cfg, tmp_path: Path) ->
 
 def test_a_stored_download_flag_is_not_followed(compose_cfg, tmp_path: Path) -> None:
     path = tmp_path / "dl.ckpt"
-    mnist = {"_target_": "datamodules.mnist.MNISTDataModule", "data_dir": str(tmp_path / "d")}
+    mnist = {
+        "_target_": "vhp_lightning.datamodules.mnist.MNISTDataModule",
+        "data_dir": str(tmp_path / "d"),
+    }
     write_checkpoint(compose_cfg(), path, edit=lambda c: c.update(dataset={**mnist, "download": 1}))
     trained = load(path)
     assert trained.config.dataset.download == 1  # stored as written ...

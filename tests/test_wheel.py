@@ -21,11 +21,12 @@ import pytest
 tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
 
 REPO = Path(__file__).resolve().parents[1]
-# Source folder -> where it lands in the wheel (pyproject maps `conf/` to `vhp_lightning.conf`).
+# Source folder -> where it lands in the wheel (pyproject maps the top-level `conf/`,
+# `callbacks/` and `datamodules/` into the `vhp_lightning` package).
 PACKAGE_DIRS = {
     "vhp_lightning": "vhp_lightning",
-    "datamodules": "datamodules",
-    "callbacks": "callbacks",
+    "datamodules": "vhp_lightning/datamodules",
+    "callbacks": "vhp_lightning/callbacks",
     "conf": "vhp_lightning/conf",
 }
 
@@ -97,6 +98,13 @@ def test_wheel_has_every_module_and_config(wheel: Path) -> None:
     assert any(n.startswith("vhp_lightning/conf/experiment/") for n in names)
 
 
+def test_wheel_installs_only_the_vhp_lightning_package(wheel: Path) -> None:
+    """No top-level ``callbacks``/``datamodules``: a user's ``callbacks.py`` or another
+    distribution of that name would shadow them (or be shadowed)."""
+    tops = {n.split("/")[0] for n in _names(wheel) if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"vhp_lightning"}, tops
+
+
 def test_wheel_metadata_and_console_scripts(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         info = next(n.split("/")[0] for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
@@ -122,8 +130,9 @@ def test_installed_wheel_composes_default_config_outside_repo(wheel: Path, tmp_p
     elsewhere.mkdir()
     # The installed copy, not the repo's editable install, is what Python finds.
     find = "import importlib.util as u; print([u.find_spec(m).origin for m in %r])"
+    modules = [dest.replace("/", ".") for dest in PACKAGE_DIRS.values()][:3]
     where = _run(
-        [sys.executable, "-c", find % list(PACKAGE_DIRS)[:3]],
+        [sys.executable, "-c", find % modules],
         cwd=elsewhere,
         timeout=60,
         PYTHONPATH=str(site),
@@ -135,7 +144,10 @@ def test_installed_wheel_composes_default_config_outside_repo(wheel: Path, tmp_p
         timeout=120,
         PYTHONPATH=str(site),
     ).stdout
-    for expected in ("callbacks.rewo.REWO", "datamodules.pendulum.PendulumDataModule"):
+    for expected in (
+        "vhp_lightning.callbacks.rewo.REWO",
+        "vhp_lightning.datamodules.pendulum.PendulumDataModule",
+    ):
         assert expected in out
     assert "max_steps: 7" in out and "in_dim: 256" in out  # overrides and resolvers work
     assert not (elsewhere / "outputs").exists()

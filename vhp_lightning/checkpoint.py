@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from vhp_lightning.safe_instantiate import current_targets
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, unsafe, unwritable or from another model."""
@@ -90,7 +92,9 @@ def _write_failure_message(path: Path, err: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no code runs); errors name the fix."""
+    """Load a checkpoint with ``weights_only=True`` (no code runs); errors name the fix. The
+    stored run config's ``_target_``s are renamed to the current packages (``current_targets``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -112,6 +116,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry).")
+    if isinstance(ckpt.get("vhp_config"), Mapping):
+        ckpt["vhp_config"] = current_targets(ckpt["vhp_config"])
     return ckpt
 
 

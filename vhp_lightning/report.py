@@ -21,13 +21,14 @@ from typing import Any
 import yaml
 
 from vhp_lightning.reports import pendulum_table1
+from vhp_lightning.safe_instantiate import current_target
 
 # Table 2 of the paper: negative test log-likelihood (nats), S = 5000 importance samples.
 TABLE2_COLUMNS = {
-    "datamodules.mnist.MNISTDataModule": "dynamic MNIST",
-    "datamodules.mnist.StaticMNISTDataModule": "static MNIST",
-    "datamodules.mnist.FashionMNISTDataModule": "Fashion-MNIST",
-    "datamodules.mnist.OmniglotDataModule": "OMNIGLOT",
+    "vhp_lightning.datamodules.mnist.MNISTDataModule": "dynamic MNIST",
+    "vhp_lightning.datamodules.mnist.StaticMNISTDataModule": "static MNIST",
+    "vhp_lightning.datamodules.mnist.FashionMNISTDataModule": "Fashion-MNIST",
+    "vhp_lightning.datamodules.mnist.OmniglotDataModule": "OMNIGLOT",
 }
 TABLE2_PAPER = {
     "VHP + REWO": (78.88, 82.74, 225.37, 101.78),
@@ -71,8 +72,9 @@ def _table2_runs(root: Path) -> list[dict[str, Any]]:
         nll = data.get("metrics", {}).get("nll")
         if isinstance(nll, dict) and "nll" in nll:
             runs.append({
-                "model": data.get("model"), "scheme": data.get("scheme"),
-                "dataset": data.get("dataset"), "nll": nll["nll"],
+                "model": current_target(data.get("model")),
+                "scheme": current_target(data.get("scheme")),
+                "dataset": current_target(data.get("dataset")), "nll": nll["nll"],
                 "samples": nll.get("n_samples"), "images": nll.get("n_images"),
                 "step": data.get("global_step"), "source": "evaluate", "path": path.parent,
             })  # fmt: skip
@@ -93,10 +95,11 @@ def _table2_runs(root: Path) -> list[dict[str, Any]]:
         if isinstance(cfg.get("test_nll_images"), int):  # test/nll's own bound (train.yaml)
             limit = int(cfg["test_nll_images"])
             images = limit if images == "all" else min(limit, int(images))
+        scheme = ((cfg.get("optim") or {}).get("scheme") or {}).get("_target_")
         runs.append({
-            "model": cfg["model"].get("_target_"),
-            "scheme": ((cfg.get("optim") or {}).get("scheme") or {}).get("_target_"),
-            "dataset": dataset.get("_target_"), "nll": last[0],
+            "model": current_target(cfg["model"].get("_target_")),
+            "scheme": current_target(scheme),
+            "dataset": current_target(dataset.get("_target_")), "nll": last[0],
             "samples": cfg.get("nll_samples", 100), "images": images, "step": last[1],
             "source": "train test/nll", "path": job,
         })  # fmt: skip
@@ -281,7 +284,7 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
                     shutil.copyfile(src, figures_dir / f"{slug}_{fig_name}")
                     copied.append(f"{slug}_{fig_name}")
     if per_dim:
-        from datamodules.cmu_mocap import FEATURE_CHANNELS
+        from vhp_lightning.datamodules.cmu_mocap import FEATURE_CHANNELS
 
         names = list(per_dim)
         lines += [

@@ -45,33 +45,33 @@ MODEL_TARGETS: frozenset[str] = frozenset(
 )
 DATA_TARGETS: frozenset[str] = frozenset(
     {
-        "datamodules.cmu_mocap.CMUMocapDataModule",
-        "datamodules.image_folder.ImageFolderDataModule",
-        "datamodules.image_folder.ShapesDataModule",
-        "datamodules.mnist.FashionMNISTDataModule",
-        "datamodules.mnist.MNISTDataModule",
-        "datamodules.mnist.OmniglotDataModule",
-        "datamodules.mnist.StaticMNISTDataModule",
-        "datamodules.pendulum.PendulumDataModule",
+        "vhp_lightning.datamodules.cmu_mocap.CMUMocapDataModule",
+        "vhp_lightning.datamodules.image_folder.ImageFolderDataModule",
+        "vhp_lightning.datamodules.image_folder.ShapesDataModule",
+        "vhp_lightning.datamodules.mnist.FashionMNISTDataModule",
+        "vhp_lightning.datamodules.mnist.MNISTDataModule",
+        "vhp_lightning.datamodules.mnist.OmniglotDataModule",
+        "vhp_lightning.datamodules.mnist.StaticMNISTDataModule",
+        "vhp_lightning.datamodules.pendulum.PendulumDataModule",
     }
 )
 # In a stored config but never built when a checkpoint is opened (only training builds them).
 RUN_TARGETS: frozenset[str] = frozenset(
     {
-        "callbacks.figures.PendulumFigures",
-        "callbacks.figures.RunFigures",
-        "callbacks.geco.GECO",
-        "callbacks.image_grids.ImageGrids",
-        "callbacks.interpolation.InterpolationAnalysis",
-        "callbacks.progress.PartsSummary",
-        "callbacks.progress.StepProgress",
-        "callbacks.rewo.REWO",
-        "callbacks.rewo_alt.REWOAlt",
-        "callbacks.run_state.AppendingCSVLogger",
-        "callbacks.run_state.RNGStateCallback",
-        "callbacks.run_state.SaveOnInterrupt",
-        "callbacks.schedules.ConstantBeta",
-        "callbacks.schedules.WarmUp",
+        "vhp_lightning.callbacks.figures.PendulumFigures",
+        "vhp_lightning.callbacks.figures.RunFigures",
+        "vhp_lightning.callbacks.geco.GECO",
+        "vhp_lightning.callbacks.image_grids.ImageGrids",
+        "vhp_lightning.callbacks.interpolation.InterpolationAnalysis",
+        "vhp_lightning.callbacks.progress.PartsSummary",
+        "vhp_lightning.callbacks.progress.StepProgress",
+        "vhp_lightning.callbacks.rewo.REWO",
+        "vhp_lightning.callbacks.rewo_alt.REWOAlt",
+        "vhp_lightning.callbacks.run_state.AppendingCSVLogger",
+        "vhp_lightning.callbacks.run_state.RNGStateCallback",
+        "vhp_lightning.callbacks.run_state.SaveOnInterrupt",
+        "vhp_lightning.callbacks.schedules.ConstantBeta",
+        "vhp_lightning.callbacks.schedules.WarmUp",
         "pytorch_lightning.Trainer",
         "pytorch_lightning.callbacks.ModelCheckpoint",
         "pytorch_lightning.callbacks.RichProgressBar",  # in checkpoints before StepProgress
@@ -82,6 +82,36 @@ RUN_TARGETS: frozenset[str] = frozenset(
     }
 )
 ALLOWED_TARGETS: frozenset[str] = MODEL_TARGETS | DATA_TARGETS | RUN_TARGETS
+# Old package name -> new. Earlier versions installed ``callbacks/`` and ``datamodules/`` as
+# top-level packages; the checkpoints and run dirs they wrote store ``_target_:
+# callbacks.rewo.REWO``. ``current_targets`` renames them.
+LEGACY_PACKAGES: dict[str, str] = {
+    "callbacks.": "vhp_lightning.callbacks.",
+    "datamodules.": "vhp_lightning.datamodules.",
+}
+
+
+def current_target(target: Any) -> Any:
+    """The current name of a ``_target_`` stored under an old package name
+    (``callbacks.rewo.REWO`` -> ``vhp_lightning.callbacks.rewo.REWO``); any other value as is."""
+    if isinstance(target, str):
+        for old, new in LEGACY_PACKAGES.items():
+            if target.startswith(old):
+                return new + target[len(old) :]
+    return target
+
+
+def current_targets(config: Any) -> Any:
+    """A copy of a stored config (nested dicts and lists) with every ``_target_`` renamed by
+    ``current_target``, so a checkpoint of an earlier version loads, evaluates and resumes."""
+    if isinstance(config, Mapping):
+        return {
+            k: current_target(v) if k == "_target_" else current_targets(v)
+            for k, v in config.items()
+        }
+    if isinstance(config, (list, tuple)):
+        return [current_targets(v) for v in config]
+    return config
 
 
 class UnsafeConfigError(ValueError):
@@ -171,11 +201,14 @@ def safe_instantiate(
 __all__ = [
     "ALLOWED_TARGETS",
     "DATA_TARGETS",
+    "LEGACY_PACKAGES",
     "MODEL_TARGETS",
     "RUN_TARGETS",
     "UnsafeConfigError",
     "check_target",
     "check_targets",
+    "current_target",
+    "current_targets",
     "safe_instantiate",
     "to_plain",
 ]

@@ -40,7 +40,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from callbacks.run_state import AppendingCSVLogger, LogHistory, resumable_train_loader
+from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory, resumable_train_loader
 from vhp_lightning.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
