@@ -10,7 +10,7 @@ Examples::
     python -m vhp_lightning.train hydra.run.dir=outputs/<date>/<time> resume=true  # same
 
 A SIGTERM (cluster pre-emption) or Ctrl-C writes ``<run dir>/checkpoints/last.ckpt``; resuming
-from it replays the interrupted epoch exactly (``callbacks/run_state.py``), so the resumed run
+from it replays the interrupted epoch exactly (``datamodules/resumable.py``), so the resumed run
 ends equal to an uninterrupted one.
 """
 
@@ -40,7 +40,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory, resumable_train_loader
+from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory
 from vhp_lightning.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -55,6 +55,7 @@ from vhp_lightning.config import (
     redact_override,
     validate,
 )
+from vhp_lightning.datamodules.resumable import resumable_train_loader
 from vhp_lightning.module import EvaluationInterrupted, VHPModule
 
 try:
