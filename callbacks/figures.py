@@ -24,8 +24,8 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
-from vhp_lightning.callbacks.base import BetaScheme
 
+from vhp_lightning.callbacks.base import BetaScheme
 from vhp_lightning.pendulum_metrics import (
     knn_angle_error,
     latent_angle_report,

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torchvision.utils import make_grid
+
 from vhp_lightning.callbacks.figures import log_figure
 
 

@@ -18,8 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
-from vhp_lightning.callbacks.figures import log_figure
 
+from vhp_lightning.callbacks.figures import log_figure
 from vhp_lightning.interpolation_report import interpolation_analysis
 
 SPLITS = ("train", "val", "test")

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
+
 from vhp_lightning.datamodules.asf_amc import read_motion
 from vhp_lightning.datamodules.splits import SplitDataModule
 

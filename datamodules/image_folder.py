@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+
 from vhp_lightning.datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)

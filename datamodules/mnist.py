@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
 from vhp_lightning.datamodules.idx import check_digests, digests, parse_idx
 from vhp_lightning.datamodules.splits import SplitDataModule
 

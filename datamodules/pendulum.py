@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
+
 from vhp_lightning.datamodules.splits import SplitDataModule
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from vhp_lightning.callbacks.rewo import rewo_beta_update
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from vhp_lightning.datamodules.asf_amc import parse_amc, parse_asf, read_motion
 from vhp_lightning.datamodules.cmu_mocap import (
     CMU_URL,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vhp_lightning.datamodules.cmu_mocap import DEFAULT_MOTIONS
 
 from tests.test_cmu_mocap import write_cmu_fixture
 from tests.test_datamodules_images import write_idx_set, write_omniglot, write_static_npz
 from tests.test_image_folder import write_image_folder
+from vhp_lightning.datamodules.cmu_mocap import DEFAULT_MOTIONS
 from vhp_lightning.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -14,6 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+
 from vhp_lightning.datamodules.idx import ChecksumError, parse_idx
 from vhp_lightning.datamodules.mnist import (
     FashionMNISTDataModule,

@@ -31,9 +31,9 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
-from vhp_lightning.datamodules.pendulum import PendulumDataModule
 
 from vhp_lightning.checkpoint import load_checkpoint
+from vhp_lightning.datamodules.pendulum import PendulumDataModule
 from vhp_lightning.models.vhp import VHP
 from vhp_lightning.train import train
 

@@ -247,7 +247,6 @@ def test_invalid_precision_names_the_choices(compose_cfg) -> None:
 
 def test_nan_mid_training_stops_before_the_bad_update(compose_cfg, monkeypatch, tmp_path):
     import vhp_lightning.datamodules.pendulum as pendulum
-
     from vhp_lightning.module import NonFiniteLossError
 
     render = pendulum.render_pendulum

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import vhp_lightning.callbacks.figures as figures_module
 
+import vhp_lightning.callbacks.figures as figures_module
 from vhp_lightning.plots import plot_beta_trace, plot_posterior_and_prior
 from vhp_lightning.train import train
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+
 from vhp_lightning.datamodules.image_folder import (
     SHAPES,
     ImageFolderDataModule,

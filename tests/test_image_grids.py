@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import vhp_lightning.callbacks.image_grids as image_grids
-from vhp_lightning.callbacks.image_grids import ImageGrids, _interleave_rows, grid_figure
 
+import vhp_lightning.callbacks.image_grids as image_grids
 import vhp_lightning.train as train_module
+from vhp_lightning.callbacks.image_grids import ImageGrids, _interleave_rows, grid_figure
 from vhp_lightning.train import train
 
 GRIDS = ["callbacks=image_grids", "~callbacks.progress_bar"]

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+
 from vhp_lightning.callbacks.progress import (
     StepProgress,
     format_clock,
@@ -16,7 +17,6 @@ from vhp_lightning.callbacks.progress import (
     parameter_summary,
     scheme_text,
 )
-
 from vhp_lightning.train import train
 
 # The default callbacks (progress bar on) with the tiny nets; no test pass, 20 steps.

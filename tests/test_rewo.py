@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from vhp_lightning.callbacks.base import LOG_BETA_MIN
 from vhp_lightning.callbacks.rewo import REWO, rewo_beta_update
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+
+from tests.test_rewo import _run
 from vhp_lightning.callbacks.base import LOG_BETA_MAX, LOG_BETA_MIN
 from vhp_lightning.callbacks.geco import GECO, geco_beta_update
 from vhp_lightning.callbacks.rewo_alt import REWOAlt, rewo_alt_update
 from vhp_lightning.callbacks.schedules import ConstantBeta, WarmUp, warmup_beta
-
-from tests.test_rewo import _run
 
 
 def test_geco_update_hand_computed() -> None:

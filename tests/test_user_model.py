@@ -16,9 +16,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from vhp_lightning.callbacks import REWO, ConstraintModule
 
 from vhp_lightning.bounds import gaussian_log_prob, reparameterize, squared_error_per_pixel
+from vhp_lightning.callbacks import REWO, ConstraintModule
 
 
 class UserVAE(pl.LightningModule):
