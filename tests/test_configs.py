@@ -22,15 +22,16 @@ PENDULUM_SMALL = [
     "dataset.n_samples=200", "dataset.n_val=50", "dataset.n_test=50",
     "dataset.batch_size=8", "dataset.eval_batch_size=8",
 ]  # fmt: skip
-# Issue 6: CMU motions and 64x64 images (fixtures under image_root) and their experiments.
-NEW_DATA = {
+# Datasets read from the fixtures under image_root (CMU motions, 64x64 images), small batches;
+# and the experiments built on them.
+FIXTURE_DATA = {
     "cmu_mocap": ["dataset.batch_size=8", "dataset.eval_batch_size=8"],
     "image_folder": ["dataset.batch_size=4", "dataset.eval_batch_size=4"],
     "shapes64": ["dataset.n_samples=40", "dataset.batch_size=4", "dataset.eval_batch_size=4"],
 }
-NEW_EXPERIMENTS = {
-    "cmu_interpolation": NEW_DATA["cmu_mocap"],
-    "faces_interpolation": NEW_DATA["image_folder"],  # reads ${data_dir}/image_folder
+FIXTURE_EXPERIMENTS = {
+    "cmu_interpolation": FIXTURE_DATA["cmu_mocap"],
+    "faces_interpolation": FIXTURE_DATA["image_folder"],  # reads ${data_dir}/image_folder
     "pendulum_interpolation": PENDULUM_SMALL,
 }
 
@@ -57,11 +58,11 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str], bool]:
     """(overrides, use the tiny pendulum preset) for running ``group=option``."""
-    if group == "dataset" and option in NEW_DATA:
-        return [f"data_dir={image_root}", *NEW_DATA[option], *FAST], False
-    if group == "experiment" and option in NEW_EXPERIMENTS:
+    if group == "dataset" and option in FIXTURE_DATA:
+        return [f"data_dir={image_root}", *FIXTURE_DATA[option], *FAST], False
+    if group == "experiment" and option in FIXTURE_EXPERIMENTS:
         fast = ["paper.n_importance=2", "trainer.enable_progress_bar=false"]
-        return [f"data_dir={image_root}", *NEW_EXPERIMENTS[option], *fast], False
+        return [f"data_dir={image_root}", *FIXTURE_EXPERIMENTS[option], *fast], False
     if group == "experiment" and option.startswith("table2_"):
         # Table 2 runs (gated-conv nets on the MNIST family) on tiny generated IDX/npz fixtures
         n_val = [] if "mnist_static" in option else ["dataset.n_val=10"]

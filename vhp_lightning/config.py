@@ -11,8 +11,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_MODULE = "vhp_lightning.conf"  # where the Hydra configs live (the repo's `conf/`)
-
 # Config keys whose values are secrets: never written to saved configs, checkpoints or logs.
 SECRET_KEY = re.compile(r"key|token|secret|passw(or)?d", re.IGNORECASE)
 REDACTED = "<redacted>"

@@ -50,14 +50,10 @@ def _table2_row(model: str | None, scheme: str | None) -> str | None:
 
 
 def _last_value(metrics_csv: Path, key: str) -> tuple[float, int] | None:
-    """The last logged ``key`` of a CSVLogger file and its step. Logs without ``*/recon``
-    columns predate ``test/nll`` = -log p(x) (it was the reconstruction term): skipped."""
+    """The last logged ``key`` of a CSVLogger file and its step (None if never logged)."""
     found = None
     with metrics_csv.open() as f:
-        reader = csv.DictReader(f)
-        if not any(name.endswith("/recon") for name in reader.fieldnames or ()):
-            return None
-        for row in reader:
+        for row in csv.DictReader(f):
             if row.get(key):
                 found = (float(row[key]), int(float(row.get("step") or 0)))
     return found
