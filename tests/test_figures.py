@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv as csv_module
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -131,3 +134,26 @@ def test_the_pictures_can_be_turned_off(compose_cfg, tmp_path: Path) -> None:
     train(compose_cfg("callbacks=default", "~callbacks.progress_bar", "test=false", *off))
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "figures").exists()
+
+
+def test_library_modules_leave_the_backend_to_the_entry_point(tmp_path: Path) -> None:
+    """Importing the figure modules selects no backend (a notebook keeps its own); without a
+    display and without MPLBACKEND, matplotlib falls back to Agg and the figures still save."""
+    modules = (
+        "vhp_lightning.plots, vhp_lightning.interpolation_report, vhp_lightning.rate_distortion"
+    )
+    code = f"import matplotlib, {modules}, vhp_lightning.callbacks.figures; "
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "DISPLAY")}
+    chosen = subprocess.run(
+        [sys.executable, "-c", code + "print(matplotlib.get_backend())"],
+        env={**env, "MPLBACKEND": "svg"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert chosen.returncode == 0 and chosen.stdout.strip() == "svg", chosen.stderr
+    save = "import numpy as np; from vhp_lightning.plots import plot_posterior_and_prior as p; "
+    save += "z = np.random.rand(5, 2); p(z, np.ones((5, 2)), np.arange(5.0), z).savefig(%r)"
+    headless = subprocess.run(
+        [sys.executable, "-c", save % str(tmp_path / "fig.png")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert headless.returncode == 0, headless.stderr
+    assert (tmp_path / "fig.png").stat().st_size > 0

@@ -33,8 +33,8 @@ def fake_sweep(root: Path) -> Path:
         ]
         rows.append({"step": 10, "test/nll": 90.0 + num, "test/recon": 80.0})  # test row
         write_job(sweep, num, kappa, rows)
-    old = [{"step": s, "train/kl": 5.0, "train/nll": 50.0, "test/nll": 49.0} for s in range(3)]
-    write_job(sweep, 2, 0.3, old)  # before train/nll became train/recon: no NLL
+    untested = [{"step": s, "train/kl": 5.0, "train/recon": 50.0} for s in range(3)]
+    write_job(sweep, 2, 0.3, untested)  # a run with test=false: no NLL
     (sweep / "3" / ".hydra").mkdir(parents=True)  # a job that crashed before logging
     (sweep / "multirun.yaml").write_text("{}\n")
     return sweep
@@ -46,7 +46,7 @@ def test_collect_averages_the_last_values_and_reads_the_test_nll(tmp_path: Path)
     assert rows[0]["rate"] == pytest.approx(10.0 + 7.0)  # mean of steps 5..9
     assert rows[0]["distortion"] == pytest.approx(100.0 - 7.0)
     assert rows[1]["nll"] == 91.0 and rows[1]["label"] == "optim.kappa=0.2"
-    assert rows[2]["distortion"] == 50.0 and math.isnan(rows[2]["nll"])  # old logs: no NLL
+    assert rows[2]["distortion"] == 50.0 and math.isnan(rows[2]["nll"])  # test=false: no NLL
     assert rows[0]["negative_elbo"] == pytest.approx(110.0) and rows[0]["step"] == 10
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import matplotlib
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -113,9 +114,6 @@ def active_units(ctx: EvalContext) -> dict[str, Any]:
 
 def _plot_kl(kl: torch.Tensor, path: Path) -> Path:
     """Fig. 20: per-dimension KL of the inner latent, sorted, log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     values = kl.sort(descending=True).values.clamp(min=1e-6).cpu().numpy()
@@ -311,6 +309,7 @@ def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="pkg://vhp_lightning.conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the NLL (if computed) so sweepers can minimise it."""
+    matplotlib.use("Agg")  # figures are written to files, never shown
     result = evaluate(cfg, HydraConfig.get().runtime.output_dir)
     return result["metrics"].get("nll", {}).get("nll")
 

@@ -24,23 +24,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import nn  # noqa: E402
-
-from vhp_lightning.interpolation import (  # noqa: E402
+from vhp_lightning.interpolation import (
     DisconnectedGraphError,
     build_graph,
     shortest_path,
     smoothness_factor,
 )
-from vhp_lightning.plots import _to_2d, plot_graph_path, plot_image_strip  # noqa: E402
+from vhp_lightning.plots import _to_2d, plot_graph_path, plot_image_strip
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,18 @@
 """Figures of the paper: latent graphs with interpolation paths (Fig. 3, 5) and image strips
 (Fig. 4, 8), and latents coloured by a factor (Fig. 2, 16).
 
-Every function returns a ``matplotlib.figure.Figure`` (Agg backend, never shown); save it with
-``fig.savefig(path)`` and close it with ``matplotlib.pyplot.close(fig)``.
+Every function returns a ``matplotlib.figure.Figure`` (never shown; the entry points select the
+Agg backend); save it with ``fig.savefig(path)`` and close it with ``matplotlib.pyplot.close(fig)``.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
+import matplotlib.pyplot as plt
+import networkx as nx
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
 
 
 def _to_2d(nodes: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], str]:

@@ -5,11 +5,9 @@ python -m vhp_lightning.rate_distortion multirun/<sweep>/<date_time> [--out resu
 
 For every job folder of the sweep (one with ``.hydra/``), reads the CSV logger's
 ``metrics.csv`` (``<job>/csv/metrics.csv``): the rate is ``train/kl`` (the KL term, F of eq. 8
-for the VHP), the distortion the reconstruction term ``train/recon`` (``train/nll`` in logs
-written before it was renamed), each the mean of its last ``--last`` logged values; the NLL is the
-importance-sampled ``test/nll`` (sec. 4.3) where the job logged one (only logs that also have
-``*/recon`` columns, where ``test/nll`` means -log p(x)), else empty. The job is labelled by its
-overrides (``.hydra/overrides.yaml``).
+for the VHP), the distortion the reconstruction term ``train/recon``, each the mean of its last
+``--last`` logged values; the NLL is the importance-sampled ``test/nll`` (sec. 4.3) where the job
+logged one, else empty. The job is labelled by its overrides (``.hydra/overrides.yaml``).
 """
 
 from __future__ import annotations
@@ -20,15 +18,12 @@ import math
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import yaml
+from matplotlib.figure import Figure
 
 RATE_KEY = "train/kl"
-DISTORTION_KEYS = ("train/recon", "train/nll")  # the first present wins (older logs: train/nll)
+DISTORTION_KEY = "train/recon"
 NLL_KEY = "test/nll"
 FIELDS = ("job", "label", "rate", "distortion", "nll", "negative_elbo", "step", "metrics_csv")
 
@@ -53,11 +48,8 @@ def read_job(job: Path, last: int = 5) -> dict[str, object] | None:
         return None
     with found[0].open(newline="") as f:
         rows = list(csv.DictReader(f))
-    header = set(rows[0]) if rows else set()
-    distortion_key = next((k for k in DISTORTION_KEYS if k in header), DISTORTION_KEYS[0])
-    rate, distortion = _column(rows, RATE_KEY, last), _column(rows, distortion_key, last)
-    has_recon = any(k.endswith("/recon") for k in header)
-    nll = _column(rows, NLL_KEY, 1) if has_recon else math.nan
+    rate, distortion = _column(rows, RATE_KEY, last), _column(rows, DISTORTION_KEY, last)
+    nll = _column(rows, NLL_KEY, 1)
     steps = [int(float(r["step"])) for r in rows if r.get("step") not in (None, "")]
     return {
         "job": job.name,
@@ -151,6 +143,7 @@ def write_report(rows: list[dict[str, object]], out_dir: str | Path) -> tuple[Pa
 
 
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
+    matplotlib.use("Agg")  # the figure is written to a file, never shown
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun folder: multirun/<...>/<date_time>")
     parser.add_argument("--out", default="results", help="output folder (default: results)")

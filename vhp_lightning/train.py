@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import matplotlib
 import pytorch_lightning as pl
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -492,6 +493,7 @@ def _missing_plugin(args: list[str]) -> str | None:
 def main() -> Any:
     """``vhp-train`` / ``python -m vhp_lightning.train``: checks that a chosen sweep plugin is
     installed, then runs the Hydra entry point ``hydra_main``."""
+    matplotlib.use("Agg")  # figures are written to files, never shown
     error = _missing_plugin(sys.argv[1:])
     if error:
         sys.exit(error)
