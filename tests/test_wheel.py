@@ -103,6 +103,7 @@ def test_wheel_installs_only_the_vhp_lightning_package(wheel: Path) -> None:
     distribution of that name would shadow them (or be shadowed)."""
     tops = {n.split("/")[0] for n in _names(wheel) if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"vhp_lightning"}, tops
+    assert "vhp_lightning/py.typed" in _names(wheel)  # PEP 561: type checkers read the hints
 
 
 def test_wheel_metadata_and_console_scripts(wheel: Path) -> None:
