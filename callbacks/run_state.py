@@ -99,10 +99,12 @@ class SaveOnInterrupt(Callback):
 
 class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that it does not delete an existing ``metrics.csv``: the
-    first ``save()`` keeps its first ``keep`` data rows (0 by default: a fresh log) and appends."""
+    first ``save()`` keeps its first ``keep`` data rows and appends. ``keep = None`` (the default,
+    e.g. the end-of-run validate/test, which under ``ddp_spawn`` run in new worker processes)
+    keeps them all; ``LogHistory`` sets 0 for a fresh fit and the checkpoint's count on resume."""
 
     def __init__(self, log_dir: str) -> None:
-        self.keep = 0
+        self.keep: int | None = None
         self.rows = 0  # data rows in the file, once the first save has happened
         self._started = False
         super().__init__(log_dir=log_dir)
@@ -119,6 +121,9 @@ class _AppendingWriter(ExperimentWriter):
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             header, rows = list(reader.fieldnames or []), list(reader)[: self.keep]
+        if self.keep is None and rows:  # append to the whole history
+            self.metrics_keys, self.rows = header, len(rows)
+            return
         if not rows:
             os.remove(path)
             return
@@ -177,6 +182,9 @@ class LogHistory(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._loggers = [lg for lg in trainer.loggers if isinstance(lg, AppendingCSVLogger)]
+        if stage == "fit" and _is_rank_zero():  # a fresh history, unless a resume says otherwise
+            for lg in self._loggers:  # (load_state_dict runs after setup)
+                lg.keep_rows(0)
 
     def state_dict(self) -> dict[str, Any]:
         if not _is_rank_zero():  # only rank 0 writes the log (and the checkpoint)

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from tests.conftest import TINY_CLI
 from vhp_lightning.checkpoint import load_checkpoint
 from vhp_lightning.datamodules.pendulum import PendulumDataModule
 from vhp_lightning.models.vhp import VHP
@@ -140,3 +141,24 @@ def test_bf16_mixed_on_cpu_keeps_the_bounds_in_float32(compose_cfg, monkeypatch)
     assert seen and all(net == torch.bfloat16 for net, _ in seen)  # autocast reached the nets
     assert all(set(parts.values()) == {torch.float32} for _, parts in seen)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def test_shipped_ddp_config_runs_end_to_end(run_cli, tmp_path: Path) -> None:
+    # trainer=ddp as shipped (ddp_spawn, 2 gloo processes on CPU), through the real command line
+    # and past training: the final validate/test, the CSV log and the closing summary. It once
+    # crashed after training in the CSV logger ("dict contains fields not in fieldnames").
+    run = tmp_path / "run"
+    tiny = [o for o in TINY_CLI if o != "callbacks=none"]  # the default callbacks: figures too
+    result = run_cli(
+        *tiny, "trainer=ddp", "trainer.accelerator=cpu", f"hydra.run.dir={run}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r.get("rewo/beta")] == [0, 1, 2, 3]
+    assert any(r.get("test/loss") for r in rows) and any(r.get("val/loss") for r in rows)
+    summary = result.stdout + result.stderr
+    assert "Finished in 2 worker processes" in summary
+    figures = [line for line in summary.splitlines() if line.strip().startswith("figure: ")]
+    assert figures and len(figures) == len(set(figures))  # each picture listed once
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4

@@ -370,11 +370,13 @@ def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None
         for lg in trainer.loggers:
             if getattr(lg, "log_dir", None):
                 lines.append(f"  {type(lg).__name__}: {lg.log_dir}")
-        for cb in trainer.callbacks:  # RunFigures, PendulumFigures, ImageGrids, ...
+        figures: list[str] = []  # RunFigures, PendulumFigures, ImageGrids, ... (each once)
+        for cb in trainer.callbacks:
             paths = list(getattr(cb, "figure_paths", None) or [])
             if spawned and not paths and getattr(cb, "dirpath", None):  # drawn in a worker
                 paths = sorted(Path(cb.dirpath).glob("*.png"))
-            lines += [f"  figure: {path}" for path in paths if Path(path).is_file()]
+            figures += [str(p) for p in paths if Path(p).is_file() and str(p) not in figures]
+        lines += [f"  figure: {path}" for path in figures]
     log.info("\n".join(lines))
 
 
