@@ -257,8 +257,22 @@ def test_nan_mid_training_stops_before_the_bad_update(compose_cfg, monkeypatch, 
         return images
 
     monkeypatch.setattr(pendulum, "render_pendulum", with_a_nan)
+    # Record every parameter just before each step: the refused step must leave them as they were.
+    from vhp_lightning.module import VHPModule
+
+    step, seen = VHPModule.training_step, {}
+
+    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        seen["module"] = self
+        seen["before"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(VHPModule, "training_step", recording_step)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at global step \d+ "):
         train(compose_cfg(*GOOD, "trainer.max_steps=20"))
+    after = seen["module"].state_dict()
+    assert all(torch.equal(after[k], v) for k, v in seen["before"].items())
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
 
 
 def test_disk_full_on_checkpoint_write(compose_cfg, good_ckpt, monkeypatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -166,3 +167,13 @@ def test_initial_phase_warning_only_when_rewo_never_switched() -> None:
     rewo.update(1e-4)  # below kappa^2: the main phase starts
     assert rewo.train_prior and initial_phase_warning(rewo) is None
     assert initial_phase_warning(GECO(kappa=0.02)) is None
+
+
+def test_table1_elbo_prior_row_trains(compose_cfg) -> None:
+    # Table 1's App. B.4 row (+table1=rewo_elbo_prior) executed, not only composed: REWO with
+    # kappa = 1 (main phase from step 1, so the second layer trains under the ELBO bound).
+    cfg = compose_cfg("+table1=rewo_elbo_prior", "optim.kappa=1.0", "test=false")
+    assert cfg.model.prior_bound == "elbo" and cfg.optim.scheme._target_.endswith("REWO")
+    metrics = train(cfg)
+    assert metrics["rewo/train_prior"] == 1.0 and 1e-4 < metrics["rewo/beta"] <= 1.0
+    assert all(math.isfinite(metrics[k]) for k in ("val/loss", "val/kl", "val/log_p_z"))
