@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,11 @@ def test_option_composes_and_runs_fast_dev_run(
 ) -> None:
     extra, tiny = overrides_for(group, option, image_root)
     cfg = compose_cfg(f"{group}={option}", *extra, "trainer.fast_dev_run=true", tiny=tiny)
-    train(cfg)
+    metrics = train(cfg)
+    # The step really trained: a finite training loss, and the scheme's beta in its range.
+    assert math.isfinite(metrics["train/loss"]), metrics
+    betas = [v for k, v in metrics.items() if k.endswith("/beta")]
+    assert len(betas) == 1 and 0.0 <= betas[0] <= 1e12, metrics
 
 
 def test_default_config_is_the_paper_pendulum_setting(compose_cfg) -> None:
