@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +73,50 @@ class RNGStateCallback(Callback):
 class SaveOnInterrupt(Callback):
     """Writes ``<dirpath>/last.ckpt`` when training is stopped by Ctrl-C or SIGTERM.
 
-    Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary and Ctrl-C into
-    a ``KeyboardInterrupt``; both reach ``on_exception``. Other errors (a NaN loss above all) do
-    not save: the last checkpoint on disk stays the last good state.
+    Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary. During
+    ``fit`` a first Ctrl-C is handled the same way (it sets Lightning's SIGTERM flag, so training
+    stops at the end of the step, where the state is whole), which makes a resume from the
+    checkpoint exact; a second Ctrl-C stops at once (``KeyboardInterrupt``, not exact). Both
+    reach ``on_exception``; the exception carries ``signum`` (SIGINT or SIGTERM) for the exit
+    message. Other errors (a NaN loss above all) do not save: the last checkpoint on disk stays
+    the last good state.
     """
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
         self.path = Path(dirpath) / filename
+        self._sigint: int | None = None  # the signal that stopped training, if it was Ctrl-C
+        self._previous_handler: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sigint = None
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread
+
+        def first_ctrl_c(signum: int, frame: Any) -> None:
+            self._sigint = signum
+            trainer._signal_connector.received_sigterm = True  # stop at the step's end
+            signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
+            rank_zero_info("Ctrl-C: stopping at the end of this step (Ctrl-C again: at once).")
+
+        self._previous_handler = signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._restore_handler()
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
+        if isinstance(exception, SIGTERMException) and not hasattr(exception, "signum"):
+            exception.signum = self._sigint or signal.SIGTERM  # type: ignore[attr-defined]
         if trainer.state.fn != "fit":
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

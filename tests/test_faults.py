@@ -86,9 +86,13 @@ def _assert_same_run(a: dict, b: dict) -> None:
     assert a["callbacks"][scheme] == b["callbacks"][scheme]
 
 
-def test_sigterm_writes_checkpoint_and_resume_equals_uninterrupted_run(compose_cfg, tmp_path):
-    """SIGTERM at step 73 (mid-epoch 2) -> last.ckpt, exit 143; resume=true in the same run dir
-    then ends bitwise equal (weights, Adam state, beta/phase) to a run never interrupted."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_interrupt_writes_checkpoint_and_resume_equals_uninterrupted_run(
+    compose_cfg, tmp_path, signum
+):
+    """SIGTERM or Ctrl-C at step 73 (mid-epoch 2) -> last.ckpt, exit 128 + signum; resume=true in
+    the same run dir then ends bitwise equal (weights, Adam state, beta/phase) to a run never
+    interrupted. A first Ctrl-C stops at the end of the step, as SIGTERM does."""
     run, marker = tmp_path / "interrupted", tmp_path / "at_step_73"
     pause = [
         "+callbacks.pause._target_=tests.test_faults.PauseAt",
@@ -107,10 +111,11 @@ def test_sigterm_writes_checkpoint_and_resume_equals_uninterrupted_run(compose_c
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert proc.returncode == 128 + signum, out[-3000:]
     assert "checkpoint written to" in out and "resume=true" in out
+    assert f"Stopped by {'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'}" in out
     assert load_checkpoint(last)["global_step"] == 73  # the interrupt's checkpoint, mid-epoch
     assert not list(last.parent.glob(".*.tmp"))  # nothing half-written
 

@@ -516,9 +516,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except EvaluationInterrupted as stop:
         log.error(_evaluation_stopped(cfg, stop))
         sys.exit(128 + stop.signum)
-    except SIGTERMException:
-        log.error("Stopped by SIGTERM; resume with resume=true (same hydra.run.dir) or ckpt_path.")
-        sys.exit(128 + signal.SIGTERM)
+    except SIGTERMException as stop:  # SIGTERM, or a first Ctrl-C during fit (SaveOnInterrupt)
+        signum = getattr(stop, "signum", signal.SIGTERM)
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        log.error(f"Stopped by {name}; resume with resume=true (same hydra.run.dir) or ckpt_path.")
+        sys.exit(128 + signum)
     note = _nll_note(cfg, metrics)
     if note:
         log.info(note)
