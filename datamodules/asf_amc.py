@@ -14,14 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from vhp_lightning.datamodules.files import reading
+
 
 def read_text(path: str | Path) -> str:
     """The text of ``path``, decompressed when its name ends in ``.gz``."""
     path = Path(path)
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt") as f:
-            return f.read()
-    return path.read_text()
+    with reading(path, "replace it with the file from the CMU archive"):
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt") as f:
+                return f.read()
+        return path.read_text()
 
 
 def parse_asf(text: str, where: str = "ASF") -> dict[str, list[str]]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vhp_lightning.datamodules.files import DataFileError
+
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -26,7 +28,7 @@ class ChecksumError(ValueError):
 def parse_idx(data: bytes, path: Path) -> np.ndarray:
     """Decode the IDX bytes ``data`` (read from ``path``, named in errors) -> array of its shape."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(
+        raise DataFileError(
             f"{path} is not an IDX file (header {data[:4].hex()}, expected 0000<dtype><ndim>); "
             f"delete it and download it again"
         )
@@ -36,7 +38,7 @@ def parse_idx(data: bytes, path: Path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     n_bytes = int(np.prod(shape)) * dtype.itemsize
     if len(data) != offset + n_bytes:
-        raise ValueError(
+        raise DataFileError(
             f"{path} is truncated or corrupt: its header says shape {list(shape)} "
             f"({offset + n_bytes} bytes) but it holds {len(data)} bytes; delete it and download "
             f"it again"

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vhp_lightning.datamodules.files import reading
 from vhp_lightning.datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def read_image_folder(
     height, width = size
     images, labels, wrong = [], [], []
     for p in paths:
-        with Image.open(p) as im:
+        with reading(p, "remove or replace it"), Image.open(p) as im:
             grey = im.convert("L")
             if grey.size != (width, height):
                 if not resize:

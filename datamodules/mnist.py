@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vhp_lightning.datamodules.files import reading
 from vhp_lightning.datamodules.idx import check_digests, digests, parse_idx
 from vhp_lightning.datamodules.splits import SplitDataModule
 
@@ -250,9 +251,10 @@ class _IDXDataModule(BinaryImageDataModule):
 
     def _read(self, name: str, path: Path) -> np.ndarray:
         """Parse the IDX file ``path``, check its image shape, then its digest."""
-        file_bytes = path.read_bytes()
-        content = gzip.decompress(file_bytes) if path.suffix == ".gz" else file_bytes
-        array = parse_idx(content, path)
+        with reading(path, "delete it and download it again (dataset.download=true)"):
+            file_bytes = path.read_bytes()
+            content = gzip.decompress(file_bytes) if path.suffix == ".gz" else file_bytes
+            array = parse_idx(content, path)
         if "idx3" in name:
             _check_images(array, str(path))
         if self.verify:
@@ -356,7 +358,7 @@ class StaticMNISTDataModule(BinaryImageDataModule):
                 f"vhp_lightning.datamodules.mnist.amat_to_npz"
             )
         out = {}
-        with np.load(path) as npz:
+        with reading(path, "delete it and rebuild it (amat_to_npz)"), np.load(path) as npz:
             absent = [k for k in self.keys.values() if k not in npz.files]
             if absent:
                 raise ValueError(

@@ -18,6 +18,7 @@ from vhp_lightning.datamodules.cmu_mocap import (
     CMUMocapDataModule,
     frame_features,
 )
+from vhp_lightning.datamodules.files import DataFileError
 
 SHARED = Path("/work/shared/data/cmu_mocap")
 XYZ = ("rx", "ry", "rz")
@@ -213,3 +214,12 @@ def test_config_is_the_app_f_setting_and_lists_the_default_motions(compose_cfg) 
     assert cfg.model.likelihood._target_.endswith("GaussianLikelihood")
     assert (cfg.optim.scheme.kappa, cfg.optim.scheme.nu, cfg.model.n_importance) == (0.02, 1.0, 32)
     assert cfg.optim.optimizer.lr == 1e-4
+
+
+def test_truncated_gzipped_motion_file_names_the_file(tmp_path: Path) -> None:
+    write_cmu_fixture(tmp_path, n_frames=10, gz=True)
+    bad = next(tmp_path.rglob("*.amc.gz"))
+    bad.write_bytes(bad.read_bytes()[:30])
+    with pytest.raises(DataFileError) as err:
+        CMUMocapDataModule(tmp_path, TINY_MOTIONS).setup()
+    assert str(bad) in str(err.value) and "CMU archive" in str(err.value)

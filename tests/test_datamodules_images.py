@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from vhp_lightning.datamodules.files import DataFileError
 from vhp_lightning.datamodules.idx import ChecksumError, parse_idx
 from vhp_lightning.datamodules.mnist import (
     FashionMNISTDataModule,
@@ -303,3 +304,25 @@ def test_staged_mnist_loads_verified() -> None:
     assert sizes == {"train": 50_000, "val": 10_000, "test": 10_000}
     x, y = next(iter(dm.val_dataloader()))
     assert x.shape == (1000, 1, 28, 28) and set(y.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda b: b"not gzip at all", lambda b: b[: len(b) // 2], lambda b: gzip.compress(b[:-7])],
+    ids=["not-gzip", "truncated-gzip", "truncated-idx"],
+)
+def test_damaged_mnist_file_names_the_file_and_the_fix(tmp_path: Path, damage) -> None:
+    write_idx_set(tmp_path)
+    bad = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(damage(bad.read_bytes()))
+    with pytest.raises(DataFileError) as err:
+        MNISTDataModule(str(tmp_path), n_val=10).setup()
+    assert str(bad) in str(err.value) and "download it again" in str(err.value)
+
+
+def test_non_zip_static_mnist_file_names_the_file(tmp_path: Path) -> None:
+    write_static_npz(tmp_path)
+    bad = tmp_path / "binarized_mnist" / "binarized_mnist.npz"
+    bad.write_bytes(b"PK\x03\x04 but not a zip archive")
+    with pytest.raises(DataFileError, match=r"cannot read .*binarized_mnist\.npz.*rebuild it"):
+        StaticMNISTDataModule(str(tmp_path)).setup()

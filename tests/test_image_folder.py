@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+from vhp_lightning.datamodules.files import DataFileError
 from vhp_lightning.datamodules.image_folder import (
     SHAPES,
     ImageFolderDataModule,
@@ -114,3 +115,15 @@ def test_faces_experiment_runs_on_the_builtin_shapes(compose_cfg) -> None:
     assert tuple(x.shape[1:]) == (1, 64, 64)
     assert cfg.model.encoder._target_.endswith("ConvEncoder")
     assert cfg.callbacks.interpolation.n_nodes == 10000
+
+
+@pytest.mark.parametrize(
+    "content", [b"this is a text file", None], ids=["not-an-image", "truncated-png"]
+)
+def test_unreadable_image_names_the_file(tmp_path: Path, content: bytes | None) -> None:
+    root = write_image_folder(tmp_path)
+    bad = root / "faces" / "002.png"
+    bad.write_bytes(content if content is not None else bad.read_bytes()[:40])
+    with pytest.raises(DataFileError) as err:
+        ImageFolderDataModule(root).setup()
+    assert str(bad) in str(err.value) and "remove or replace it" in str(err.value)
