@@ -38,6 +38,9 @@ from vhp_lightning.datamodules.splits import SplitDataModule
 
 log = logging.getLogger(__name__)
 
+# PIL modes whose conversion to 8-bit grey ("L") is exact up to the usual luma weights.
+_EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
+
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -84,6 +87,11 @@ def read_image_folder(
     images, labels, wrong = [], [], []
     for p in paths:
         with reading(p, "remove or replace it"), Image.open(p) as im:
+            if im.mode not in _EIGHT_BIT_MODES:  # e.g. 16-bit or float: "L" would clip silently
+                raise ValueError(
+                    f"{p} has pixel mode {im.mode!r}; expected 8-bit grey, colour or palette "
+                    f"images ({', '.join(_EIGHT_BIT_MODES)}): convert it to 8 bits"
+                )
             grey = im.convert("L")
             if grey.size != (width, height):
                 if not resize:
@@ -216,6 +224,14 @@ class _GreyImageDataModule(SplitDataModule):
         n_val, n_test = round(self.val_fraction * n), round(self.test_fraction * n)
         if n - n_val - n_test < 1:
             raise ValueError(f"{self.name}: {n} images leave none for training")
+        for split, count, fraction in (("val", n_val, self.val_fraction),
+                                       ("test", n_test, self.test_fraction)):  # fmt: skip
+            if fraction > 0 and count == 0:
+                raise ValueError(
+                    f"{self.name}: {n} images give an empty {split} split ({split}_fraction = "
+                    f"{fraction} of {n} rounds to 0); add images or raise "
+                    f"dataset.{split}_fraction"
+                )
         index = {
             "val": perm[:n_val],
             "test": perm[n_val : n_val + n_test],

@@ -127,3 +127,14 @@ def test_unreadable_image_names_the_file(tmp_path: Path, content: bytes | None) 
     with pytest.raises(DataFileError) as err:
         ImageFolderDataModule(root).setup()
     assert str(bad) in str(err.value) and "remove or replace it" in str(err.value)
+
+
+def test_sixteen_bit_images_and_empty_splits_are_refused(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "deep")
+    deep = root / "faces" / "001.png"
+    Image.fromarray(np.full((64, 64), 40_000, dtype=np.uint16)).save(deep)  # mode I;16
+    with pytest.raises(ValueError, match=r"001\.png has pixel mode 'I;16'.*convert it to 8 bits"):
+        ImageFolderDataModule(root).setup()
+    small = write_image_folder(tmp_path / "small", n_per_class=2)  # 5 images
+    with pytest.raises(ValueError, match=r"5 images give an empty val split .*val_fraction"):
+        ImageFolderDataModule(small).setup()
