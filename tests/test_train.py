@@ -11,6 +11,7 @@ import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
 
 from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.schema import ConfigError
 from vhp_lightning.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,9 +96,14 @@ def test_wandb_offline_runs_without_prompt_and_finishes(compose_cfg, tmp_path, m
     [
         (["optim=rewoo"], ConfigCompositionException, "Available options in 'optim'"),
         (["dataset=mnsit"], ConfigCompositionException, "Available options in 'dataset'"),
-        (["optim.kappa=abc"], InstantiationException, "optim.kappa must be a number, got 'abc'"),
-        (["optim.kappa=0"], InstantiationException, "optim.kappa must satisfy 0.0 < kappa"),
-        (["optim.kappa=-0.1"], InstantiationException, "optim.kappa must satisfy"),
+        (["optim.kappa=abc"], ConfigError, r"optim.kappa: input should be a valid number.*'abc'"),
+        (["optim.kappa=0"], ConfigError, r"optim.kappa: input should be greater than 0 \(got 0"),
+        (["optim.kappa=-0.1"], ConfigError, "optim.kappa: input should be greater than 0"),
+        (["trainer.max_steps=1.5"], ConfigError, r"trainer.max_steps: .*valid integer \(got 1.5\)"),
+        (["dataset.batch_size=0"], ConfigError, "dataset.batch_size: .*greater than or equal to 1"),
+        (["optim.optimizer.lr=inf"], ConfigError, "optim.optimizer.lr: input should be a finite"),
+        (["test=yes"], ConfigError, r"test: input should be a valid boolean \(got 'yes'\)"),
+        (["dataset.num_workers=-1"], ConfigError, "dataset.num_workers: .*greater than or equal"),
         (["ckpt_path=/nonexistent/last.ckpt"], CheckpointError, "checkpoint not found"),
         (["model.prior_bound=iww"], InstantiationException, "Choose one of: iw, elbo"),
         (["dataset.data_shape=[1,16,15]"], InstantiationException, "data_shape must be"),

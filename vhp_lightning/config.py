@@ -68,6 +68,10 @@ def validate(cfg: DictConfig) -> None:
             f"resume=true and ckpt_path={cfg.ckpt_path} both given: resume=true picks the last "
             "checkpoint of this run dir; pass one of them, not both."
         )
+    if "trainer" in cfg and "dataset" in cfg and "optim" in cfg:  # a train config
+        from vhp_lightning.schema import check_run_config
+
+        check_run_config(cfg)  # types and ranges of the keys set by hand most often
 
 
 def configure_torch(num_threads: Any = 1, flush_denormal: Any = True) -> str:
