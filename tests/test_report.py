@@ -24,7 +24,11 @@ def _fake_job(
     job = root / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(f"- +table1={setting}\n- seed={seed}\n")
-    cfg = {"seed": seed, "paper": {"likelihood": {"sigma": sigma}}, "optim": {"kappa": 0.02}}
+    cfg = {  # as Hydra stores it: interpolations unresolved
+        "seed": seed,
+        "paper": {"likelihood": {"sigma": sigma}, "kappa": 0.02},
+        "optim": {"kappa": "${paper.kappa}"},
+    }
     (job / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
     (job / "csv").mkdir()
     (job / "csv" / "metrics.csv").write_text(

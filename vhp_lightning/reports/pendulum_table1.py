@@ -321,9 +321,13 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
 
 
 def _kappa_sq(jobs: dict[str, Path]) -> float | None:
-    for job in jobs.values():
-        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
-        kappa = (cfg.get("optim") or {}).get("kappa")
+    from omegaconf import OmegaConf
+
+    for job in jobs.values():  # the stored config keeps interpolations such as ${paper.kappa}
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        kappa = OmegaConf.select(
+            cfg, "optim.kappa", default=None, throw_on_resolution_failure=False
+        )
         if kappa is not None:
             return float(kappa) ** 2
     return None
