@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from vhp_lightning.reports import pendulum_table1
+from vhp_lightning.reports import pendulum_table1, read_csv
 from vhp_lightning.safe_instantiate import current_target
 
 # Table 2 of the paper: negative test log-likelihood (nats), S = 5000 importance samples.
@@ -162,16 +162,11 @@ _CMU_FIGURES = {
 }  # the decoded trajectories (Fig. 6, strip_<k>.png) stay in each job's interpolation/ folder
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
 def _final_step_and_beta(job: Path) -> tuple[int | None, float | None]:
     """The last logged step and beta-scheme beta (``<scheme>/beta``) of a job's CSV log."""
     step = beta = None
     for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
-        for row in _read_csv(metrics_csv):
+        for row in read_csv(metrics_csv):
             if row.get("step"):
                 step = int(float(row["step"]))
             for key, value in row.items():
@@ -234,7 +229,7 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
         summary_csv = job / "interpolation" / "interpolation_summary.csv"
         label = _cmu_label(yaml.safe_load(cfg_path.read_text()) or {})
         if label and summary_csv.is_file():
-            summary = {r["metric"]: float(r["value"]) for r in _read_csv(summary_csv)}
+            summary = {r["metric"]: float(r["value"]) for r in read_csv(summary_csv)}
             jobs.append((label, job, summary))
     if not jobs:
         raise FileNotFoundError(
@@ -270,7 +265,7 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
         )
         per_dim_csv = job / "interpolation" / "smoothness_per_dim.csv"
         if per_dim_csv.is_file():
-            per_dim[name] = _read_csv(per_dim_csv)
+            per_dim[name] = read_csv(per_dim_csv)
         if figures_dir is not None:
             slug = f"{model}_{objective}".lower().replace(" = ", "").replace(" ", "_")
             for fig_name in _CMU_FIGURES:

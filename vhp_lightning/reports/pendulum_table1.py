@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from vhp_lightning.reports import read_csv
+
 # Table 1 of the paper: absolute error of the OLS regression (rad). App. B.4 gives no number.
 PAPER = {
     "rewo": ("VHP + REWO", 0.054),
@@ -63,17 +65,12 @@ def _overrides(job: Path) -> dict[str, str]:
     return {name.lstrip("+"): value for name, _, value in (str(i).partition("=") for i in items)}
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def scheme_trace(job: Path) -> dict[str, np.ndarray]:
     """``step``, ``beta``, ``c_hat``, ``train_prior`` per logged step of a run's CSV log (the
     scheme's ``<name>/...`` columns); empty arrays when the run has none."""
     rows: dict[int, dict[str, float]] = {}
     for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
-        for row in _read_csv(metrics_csv):
+        for row in read_csv(metrics_csv):
             for key, value in row.items():
                 name = key.rsplit("/", 1)[-1]
                 if "/" in key and name in ("beta", "c_hat", "train_prior") and value:
@@ -102,7 +99,7 @@ def run_row(job: Path) -> dict[str, Any] | None:
     snapshots = job / "figures" / "snapshots.csv"
     formed = None
     if snapshots.is_file():
-        for row in _read_csv(snapshots):
+        for row in read_csv(snapshots):
             if row.get("knn_sample_error") and float(row["knn_sample_error"]) < FORMED:
                 formed = int(row["step"])
                 break
@@ -138,7 +135,7 @@ def append_rows(csv_path: Path, rows: list[dict[str, Any]]) -> tuple[int, int]:
 
     Written to a temporary file and renamed: an interrupted write leaves the old CSV whole.
     """
-    existing = _read_csv(csv_path) if csv_path.is_file() else []
+    existing = read_csv(csv_path) if csv_path.is_file() else []
     have = {tuple(str(r[k]) for k in KEY) for r in existing}
     new = [r for r in rows if tuple(str(r[k]) for k in KEY) not in have]
     if new:
@@ -317,7 +314,7 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             picks = plot_side_by_side(group, figures_dir / f"{stem}_latents.png")
             plot_traces(group, figures_dir / f"{stem}_beta.png", _kappa_sq(group))
             notes.append(f"figures {figures_dir}/{stem}_{{latents,beta}}.png (steps {picks})")
-    return table(_read_csv(csv_path)), notes
+    return table(read_csv(csv_path)), notes
 
 
 def _kappa_sq(jobs: dict[str, Path]) -> float | None:
