@@ -37,7 +37,7 @@ from torchmetrics import MeanMetric
 from vhp_lightning.api import TrainedModel, load
 from vhp_lightning.bounds import gaussian_kl_std_normal, reparameterize
 from vhp_lightning.config import configure_torch
-from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
+from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "val", "train")
@@ -70,13 +70,21 @@ def nll(ctx: EvalContext) -> dict[str, Any]:
     """Importance-sampled negative log-likelihood -log p(x), mean over the images (sec. 4.3,
     Table 2), S = ``n_samples``; the two-layer models sample (z, zeta) jointly."""
     metric, s, chunk = MeanNLL().to(ctx.x.device), int(ctx.cfg.n_samples), int(ctx.cfg.chunk_size)
+    se = NLLStandardError().to(ctx.x.device)
     start, done = time.perf_counter(), 0
     for xb in ctx.batches():
-        metric.update(log_likelihood_batched(ctx.trained.model, xb, s, chunk))
+        log_px = log_likelihood_batched(ctx.trained.model, xb, s, chunk)
+        metric.update(log_px)
+        se.update(log_px)
         done += len(xb)
         elapsed = time.perf_counter() - start
         log.info("nll: %d/%d images, %.1f images/s", done, len(ctx.x), done / max(elapsed, 1e-9))
-    return {"nll": float(metric.compute()), "n_samples": s, "n_images": int(metric.count)}
+    return {
+        "nll": float(metric.compute()),
+        "nll_se": float(se.compute()),
+        "n_samples": s,
+        "n_images": int(metric.count),
+    }
 
 
 @torch.no_grad()

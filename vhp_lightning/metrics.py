@@ -1,8 +1,9 @@
 """The test negative log-likelihood of Table 2 (sec. 4.3), as a torchmetrics ``Metric``.
 
-``MeanNLL`` keeps a sum and a count, both reduced by summation across processes, so under DDP
-every rank computes the mean over *all* images (each rank's shard weighted by its size), the same
-number a single process gets. ``log_likelihood_batched`` bounds memory for any model's
+``MeanNLL`` keeps a sum, a sum of squares and a count, all reduced by summation across processes,
+so under DDP every rank computes the mean over *all* images (each rank's shard weighted by its
+size), the same number a single process gets; ``NLLStandardError`` is the same metric reporting
+the standard error of that mean over the images (Table 2's +-). ``log_likelihood_batched`` bounds memory for any model's
 importance-sampled ``log_likelihood(x, n_samples, chunk_size)``. Used by ``VHPModule.test_step``
 (``test/nll``), ``vhp_lightning.evaluate`` and ``vhp_lightning.api``.
 """
@@ -30,6 +31,9 @@ class MeanNLL(Metric):
         self.add_state(
             "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
+        self.add_state(
+            "total_sq", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, log_px: torch.Tensor) -> None:
@@ -40,13 +44,28 @@ class MeanNLL(Metric):
             raise FloatingPointError(
                 "non-finite log p(x) estimate; check the model (NaN weights?) or lower chunk_size"
             )
-        self.total -= log_px.detach().to(torch.float64).sum()
+        values = log_px.detach().to(torch.float64)
+        self.total -= values.sum()
+        self.total_sq += values.square().sum()
         self.count += log_px.numel()
 
     def compute(self) -> torch.Tensor:
         if self.count == 0:
             raise RuntimeError("MeanNLL.compute() before any update: no images were evaluated")
         return self.total / self.count
+
+
+class NLLStandardError(MeanNLL):
+    """Standard error over images of ``MeanNLL``'s mean: ``sqrt(var / n)``, with the unbiased
+    variance of -log p(x) over the n images (0 for a single image), in nats."""
+
+    def compute(self) -> torch.Tensor:
+        mean = super().compute()
+        n = self.count.to(torch.float64)
+        if self.count < 2:
+            return torch.zeros((), dtype=torch.float64)
+        variance = (self.total_sq - n * mean.square()).clamp(min=0) / (n - 1)
+        return (variance / n).sqrt()
 
 
 @torch.no_grad()
@@ -73,4 +92,4 @@ def log_likelihood_batched(
     )
 
 
-__all__ = ["MeanNLL", "log_likelihood_batched"]
+__all__ = ["MeanNLL", "NLLStandardError", "log_likelihood_batched"]

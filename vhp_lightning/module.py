@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
+from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class VHPModule(pl.LightningModule):
             else torch.compile(model.loss, backend=compile_backend)
         )
         self.test_nll = MeanNLL()  # summed across processes: correct under DDP
+        self.test_nll_se = NLLStandardError()  # its standard error over the images
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -182,8 +183,11 @@ class VHPModule(pl.LightningModule):
                 x = _inputs(batch)
                 x = x[: int(min(len(x), self._nll_left))]
                 self._nll_left -= len(x)
-                self.test_nll.update(self._log_px(x, first=batch_idx == 0))
+                log_px = self._log_px(x, first=batch_idx == 0)
+                self.test_nll.update(log_px)
+                self.test_nll_se.update(log_px)
                 self.log("test/nll", self.test_nll, on_step=False, on_epoch=True)
+                self.log("test/nll_se", self.test_nll_se, on_step=False, on_epoch=True)
                 self.log(
                     "test/nll_images",
                     float(len(x)),
