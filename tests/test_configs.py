@@ -64,7 +64,7 @@ def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str],
     if group == "experiment" and option in FIXTURE_EXPERIMENTS:
         fast = ["paper.n_importance=2", "trainer.enable_progress_bar=false"]
         return [f"data_dir={image_root}", *FIXTURE_EXPERIMENTS[option], *fast], False
-    if group == "experiment" and option.startswith("table2_"):
+    if group == "experiment" and option.startswith("table2"):
         # Table 2 runs (gated-conv nets on the MNIST family) on tiny generated IDX/npz fixtures
         n_val = [] if "mnist_static" in option else ["dataset.n_val=10"]
         return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST, "trainer.max_steps=2"], False
@@ -79,6 +79,23 @@ def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str],
     if group == "experiment":
         return ["trainer.max_steps=20"], True
     return [], True
+
+
+TABLE2_ROWS = options("table2")
+
+
+@pytest.mark.parametrize("row", TABLE2_ROWS)
+def test_table2_row_trains_and_scores_at_the_cpu_protocol(
+    compose_cfg, image_root: Path, row: str
+) -> None:
+    extra, _ = overrides_for("experiment", "table2", image_root)
+    cfg = compose_cfg(
+        "experiment=table2", f"+table2={row}", *extra, "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "test_nll_images=3", "nll_samples=4", tiny=False,
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/nll"]), metrics
+    assert metrics["test/nll_images"] == 3 and metrics["test/nll_se"] >= 0
 
 
 def test_every_group_has_options() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from omegaconf import open_dict
 from tests.test_api import write_checkpoint
 from tests.test_models import Affine, ppca
 from vhp_lightning.evaluate import METRICS, check_options, evaluate
-from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
+from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.models import VAE
 from vhp_lightning.report import main as report_main
+from vhp_lightning.reports import read_csv
 from vhp_lightning.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,19 @@ def test_ppca_wrong_encoder_nll_is_above_exact_and_closes_in() -> None:
     assert gaps[0] > gaps[1] > gaps[2] and abs(gaps[2]) < 0.02, gaps
 
 
+def test_nll_standard_error_is_the_sample_std_over_sqrt_n_in_any_batching() -> None:
+    values = torch.tensor([-80.0, -95.5, -101.25, -77.0, -88.0], dtype=torch.float64)
+    expected = float(values.std(unbiased=True) / math.sqrt(len(values)))  # 4.4077...
+    for split in (1, 2, 5):
+        se = NLLStandardError()
+        for part in values.split(split):
+            se.update(part)
+        assert float(se.compute()) == pytest.approx(expected, rel=1e-12)
+    one = NLLStandardError()
+    one.update(values[:1])
+    assert float(one.compute()) == 0.0  # one image: no spread to measure
+
+
 def test_mean_nll_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match=r"shape \(B,\)"):
         MeanNLL().update(torch.zeros(2, 3))
@@ -90,7 +105,7 @@ import sys
 from pathlib import Path
 import torch, torch.distributed as dist
 from tests.test_models import ppca
-from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
+from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.models import VAE
 
 rank, init_file, out_dir = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
@@ -99,9 +114,11 @@ dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, wo
 torch.manual_seed(0)  # the same data on every rank
 decoder, likelihood, encoder, x, _ = ppca(n=12)
 shard = x[:7] if rank == 0 else x[7:]  # uneven: the mean must weight each shard by its size
-metric = MeanNLL()
-metric.update(log_likelihood_batched(VAE(encoder, decoder, likelihood), shard, 20, 50))
-torch.save(metric.compute(), out_dir / f"{rank}.pt")
+metric, se = MeanNLL(), NLLStandardError()
+log_px = log_likelihood_batched(VAE(encoder, decoder, likelihood), shard, 20, 50)
+metric.update(log_px)
+se.update(log_px)
+torch.save((metric.compute(), se.compute()), out_dir / f"{rank}.pt")
 dist.destroy_process_group()
 """
 
@@ -123,10 +140,15 @@ def test_mean_nll_under_ddp_equals_one_process(tmp_path: Path) -> None:
         assert proc.returncode == 0, err[-3000:]
     torch.manual_seed(0)
     decoder, likelihood, encoder, x, exact = ppca(n=12)
-    single = MeanNLL()
-    single.update(log_likelihood_batched(VAE(encoder, decoder, likelihood), x, 20, 50))
+    single, single_se = MeanNLL(), NLLStandardError()
+    log_px = log_likelihood_batched(VAE(encoder, decoder, likelihood), x, 20, 50)
+    single.update(log_px)
+    single_se.update(log_px)
     for rank in (0, 1):
-        torch.testing.assert_close(torch.load(tmp_path / f"{rank}.pt"), single.compute())
+        mean, se = torch.load(tmp_path / f"{rank}.pt")
+        torch.testing.assert_close(mean, single.compute())
+        torch.testing.assert_close(se, single_se.compute())
+    assert float(single_se.compute()) > 0
     torch.testing.assert_close(single.compute(), -exact.mean(), atol=1e-6, rtol=0)
 
 
@@ -144,6 +166,7 @@ def test_evaluate_writes_metrics_json(eval_cfg, tmp_path: Path) -> None:
     assert saved["n_images"] == 30 and saved["model"] == "vhp_lightning.models.vhp.VHP"
     nll = saved["metrics"]["nll"]
     assert nll["n_images"] == 30 and nll["n_samples"] == 16 and nll["nll"] == nll["nll"]
+    assert 0 < nll["nll_se"] < nll["nll"]  # standard error over the 30 images
     units = saved["metrics"]["active_units"]
     assert units["latent_dim"] == 2 and len(units["variance_per_dim"]) == 2
     assert 0 <= units["active_units"] <= 2 and len(units["zeta_kl_per_dim"]) == 2
@@ -246,6 +269,7 @@ def test_train_logs_test_nll_and_its_checkpoint_evaluates(compose_cfg, tmp_path:
     )  # fmt: skip
     metrics = train(cfg)
     assert "test/nll" in metrics and metrics["test/nll"] == metrics["test/nll"]
+    assert 0 < metrics["test/nll_se"] < metrics["test/nll"] / 10  # over the 50 test images
     ckpt = next(tmp_path.rglob("last.ckpt"))
     eval_cfg = compose("eval", overrides=[f"ckpt_path={ckpt}", "n_samples=100", "batch_size=50"])
     result = evaluate(eval_cfg, tmp_path / "eval")
@@ -255,57 +279,100 @@ def test_train_logs_test_nll_and_its_checkpoint_evaluates(compose_cfg, tmp_path:
 
 
 # --- Table 2 ----------------------------------------------------------------------------------
-TABLE2 = sorted(p.stem for p in (CONF / "experiment").glob("table2_*.yaml"))
+ROWS = {  # +table2=<row> -> (model class, beta scheme class)
+    "vhp_rewo": ("VHP", "REWO"),
+    "vhp_geco": ("VHP", "GECO"),
+    "vampprior": ("VampPrior", "WarmUp"),
+    "iwae": ("IWAE", "ConstantBeta"),
+    "iwae_l2": ("IWAE2", "ConstantBeta"),
+}
 
 
-def test_twenty_table2_experiments_compose(compose_cfg) -> None:
-    rows = [n for n in TABLE2 if not n.startswith("table2_cpu_")]
-    assert len(rows) == 20
-    for name in rows:
-        cfg = compose_cfg(f"experiment={name}", tiny=False)
-        assert cfg.model._target_.startswith("vhp_lightning.models.")
-        assert cfg.paper.latent_dim == 32 and cfg.dataset.data_shape == [1, 28, 28]
-    cfg = compose_cfg("experiment=table2_mnist_vhp_geco", tiny=False)
-    assert cfg.optim.scheme._target_ == "vhp_lightning.callbacks.geco.GECO"
-    assert cfg.model._target_ == "vhp_lightning.models.vhp.VHP"
-    cfg = compose_cfg("experiment=table2_omniglot_iwae_l2", tiny=False)
-    assert cfg.model._target_.endswith("IWAE2") and "Omniglot" in cfg.dataset._target_
-
-
-def test_cpu_budget_sweeps_the_four_models(compose_cfg) -> None:
-    cfg = compose_cfg("experiment=table2_cpu_budget", "model=iwae_l2", tiny=False)
-    assert cfg.model._target_.endswith("IWAE2") and cfg.dataset._target_.endswith("MNISTDataModule")
-    assert cfg.nll_samples == 100 and cfg.trainer.limit_test_batches == 2
-    cfg = compose_cfg("experiment=table2_cpu_mlp", "model=vampprior", tiny=False)
-    assert cfg.model.encoder._target_.endswith("GaussianMLP") and cfg.model.encoder.in_dim == 784
-    assert cfg.nll_samples == 500 and cfg.trainer.limit_test_batches == 10
+def test_table2_row_group_and_both_protocols_compose(compose_cfg) -> None:
+    assert sorted(p.stem for p in (CONF / "table2").glob("*.yaml")) == sorted(ROWS)
+    for experiment, encoder, steps, warmup in (
+        ("table2", "GaussianMLP", 20000, 10),
+        ("table2_gated", "GatedConvEncoder", 500000, 100),
+    ):
+        for row, (model, scheme) in ROWS.items():
+            for dataset, kappa in (("mnist", 0.18), ("fashion_mnist", 0.31)):
+                cfg = compose_cfg(
+                    f"experiment={experiment}", f"+table2={row}", f"dataset={dataset}", tiny=False
+                )
+                assert cfg.model._target_.rsplit(".", 1)[1] == model
+                assert cfg.optim.scheme._target_.rsplit(".", 1)[1] == scheme
+                assert cfg.model.encoder._target_.rsplit(".", 1)[1] == encoder
+                assert cfg.trainer.max_steps == steps and cfg.dataset.batch_size == 100
+                assert cfg.paper.latent_dim == 32 and cfg.dataset.data_shape == [1, 28, 28]
+                if scheme in ("REWO", "GECO"):
+                    assert cfg.optim.scheme.kappa == kappa  # the dataset's kappa, rows alike
+                if scheme == "WarmUp":
+                    assert cfg.optim.scheme.warmup_epochs == warmup
+    cfg = compose_cfg("experiment=table2", "+table2=iwae", tiny=False)
+    assert cfg.nll_samples == 5000 and cfg.test_nll_images == 2000
+    assert cfg.model.encoder.in_dim == 784 and cfg.model.decoder.out_dim == 784
 
 
 def _fake_eval(root: Path, name: str, model: str, scheme: str, dataset: str, nll: float) -> None:
     (root / name).mkdir(parents=True)
     data = {"model": model, "scheme": scheme, "dataset": dataset, "global_step": 9,
-            "metrics": {"nll": {"nll": nll, "n_samples": 5000, "n_images": 10000}}}  # fmt: skip
+            "checkpoint": str(root / "nowhere" / "checkpoints" / "last.ckpt"),
+            "seconds": {"nll": 61.0},
+            "metrics": {"nll": {"nll": nll, "nll_se": 0.5, "n_samples": 5000,
+                                "n_images": 10000}}}  # fmt: skip
     (root / name / "metrics.json").write_text(json.dumps(data))
 
 
-def test_table2_report_puts_ours_beside_the_paper(tmp_path: Path) -> None:
-    vhp, rewo = "vhp_lightning.models.vhp.VHP", "vhp_lightning.callbacks.rewo.REWO"
-    _fake_eval(tmp_path, "a", vhp, rewo, "vhp_lightning.datamodules.mnist.MNISTDataModule", 79.5)
-    _fake_eval(tmp_path, "b", "vhp_lightning.models.iwae.IWAE2",
-               "vhp_lightning.callbacks.schedules.ConstantBeta",
-               "vhp_lightning.datamodules.mnist.FashionMNISTDataModule", 230.25)  # fmt: skip
-    job = tmp_path / "sweep" / "0"  # a training run with test/nll in its CSV log
+def _fake_train_run(job: Path) -> None:
+    """A finished REWO training run of experiment=table2: config, beta trace, val and test."""
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(  # the package names of earlier versions
-        "model: {_target_: vhp_lightning.models.vampprior.VampPrior}\n"
+        "seed: 1\nnll_samples: 5000\n"
+        "model: {_target_: vhp_lightning.models.vhp.VHP,\n"
+        "        encoder: {_target_: vhp_lightning.nets.mlp.GaussianMLP}}\n"
         "optim: {scheme: {_target_: callbacks.rewo.REWO}}\n"
         "dataset: {_target_: datamodules.mnist.MNISTDataModule, eval_batch_size: 100}\n"
-        "trainer: {limit_test_batches: 2}\nnll_samples: 100\n"
     )
     (job / "csv").mkdir()
-    (job / "csv" / "metrics.csv").write_text("step,train/recon,test/nll\n5,1.0,\n40,,88.125\n")
-    out = report_main(["table2", str(tmp_path), "--out", str(tmp_path / "t2.md")])
-    text = out.read_text()
-    assert "| VHP + REWO | 78.88 | 79.50 |" in text
-    assert "| IWAE (L=2) | 80.66 | not run | 82.83 | not run | 225.39 | 230.25 |" in text
-    assert "| VampPrior | dynamic MNIST | 88.12 | 100 | 200 | 40 | REWO | train test/nll" in text
+    lines = ["epoch,step,rewo/beta,rewo/train_prior,val/loss,test/nll,test/nll_se,test/nll_images"]
+    for step in range(8):  # 4 steps per epoch; the main phase from step 3 on
+        beta = 1e-4 if step < 3 else min(1.0, 1e-4 * 30 ** (step - 2))
+        lines.append(f"{step // 4},{step},{beta},{int(step >= 3)},,,,")
+    lines += ["1,7,,,95.5,,,", "1,8,,,,88.125,0.375,200.0"]
+    (job / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_table2_report_appends_rows_and_puts_ours_beside_the_paper(tmp_path: Path) -> None:
+    vhp, rewo = "vhp_lightning.models.vhp.VHP", "vhp_lightning.callbacks.rewo.REWO"
+    runs = tmp_path / "runs"
+    _fake_eval(runs, "a", vhp, rewo, "vhp_lightning.datamodules.mnist.MNISTDataModule", 79.5)
+    _fake_eval(runs, "b", "vhp_lightning.models.iwae.IWAE2",
+               "vhp_lightning.callbacks.schedules.ConstantBeta",
+               "vhp_lightning.datamodules.mnist.FashionMNISTDataModule", 230.25)  # fmt: skip
+    _fake_train_run(runs / "sweep" / "0")
+    csv_path, md, figures = tmp_path / "t2.csv", tmp_path / "t2.md", tmp_path / "figs"
+    args = ["table2", str(runs), "--out", str(md), "--csv", str(csv_path)]
+    report_main([*args, "--figures", str(figures)])
+    rows = {(r["row"], r["source"]): r for r in read_csv(csv_path)}
+    assert len(rows) == 3
+    train = rows["vhp_rewo", "train"]
+    assert train["dataset"] == "dynamic MNIST" and train["nets"] == "mlp" and train["seed"] == "1"
+    assert train["steps"] == "8" and train["epochs"] == "2.0" and train["switch_step"] == "3"
+    assert float(train["final_beta"]) == 1.0 and train["objective"] == "REWO"
+    assert (train["nll"], train["nll_se"], train["images"]) == ("88.125", "0.375", "200")
+    assert rows["iwae_l2", "evaluate"]["dataset"] == "Fashion-MNIST"
+    assert rows["iwae_l2", "evaluate"]["nll_se"] == "0.5"
+    text = md.read_text()
+    assert "## mlp nets, 8 training steps, S = 5000, 200 test images" in text
+    assert "| VHP + REWO | REWO | 78.88 | 88.12 ± 0.38 |" in text
+    assert "## ? nets, 9 training steps, S = 5000, 10000 test images" in text  # no run dir
+    assert "| IWAE (L=2) | β = 1 | 80.66 | not run | 225.39 | 230.25 ± 0.50 |" in text
+    assert (figures / "table2_dynamic_mnist_mlp_8steps_seed1.png").stat().st_size > 10_000
+    # a rerun adds nothing and keeps every row as it was
+    before = csv_path.read_text()
+    report_main(args)
+    assert csv_path.read_text() == before
+    # the table is rebuilt from the CSV alone, without the runs
+    md.unlink()
+    report_main(["table2", "--out", str(md), "--csv", str(csv_path)])
+    assert md.read_text() == text

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vhp_lightning.report import main
-from vhp_lightning.reports.pendulum_table1 import scheme_trace
+from vhp_lightning.reports import scheme_trace
 
 
 def _fake_job(

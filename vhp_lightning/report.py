@@ -2,8 +2,8 @@
 
 python -m vhp_lightning.report pendulum_table1 multirun/pendulum_table1/<date_time> [run dir ...]
 # -> rows appended to results/pendulum_table1.csv; results/pendulum_table1.md from all rows
-python -m vhp_lightning.report table2 <folder with train runs and/or evaluate outputs>
-# -> results/table2.md
+python -m vhp_lightning.report table2 multirun/table2/<date_time> [run or evaluate dir ...]
+# -> rows appended to results/table2.csv; results/table2.md from all rows
 python -m vhp_lightning.report cmu_interpolation multirun/cmu_interpolation/<date_time>
 # -> results/cmu_interpolation.md and its figures in results/cmu_interpolation/
 """
@@ -11,8 +11,6 @@ python -m vhp_lightning.report cmu_interpolation multirun/cmu_interpolation/<dat
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,139 +18,7 @@ from typing import Any
 
 import yaml
 
-from vhp_lightning.reports import pendulum_table1, read_csv
-from vhp_lightning.safe_instantiate import current_target
-
-# Table 2 of the paper: negative test log-likelihood (nats), S = 5000 importance samples.
-TABLE2_COLUMNS = {
-    "vhp_lightning.datamodules.mnist.MNISTDataModule": "dynamic MNIST",
-    "vhp_lightning.datamodules.mnist.StaticMNISTDataModule": "static MNIST",
-    "vhp_lightning.datamodules.mnist.FashionMNISTDataModule": "Fashion-MNIST",
-    "vhp_lightning.datamodules.mnist.OmniglotDataModule": "OMNIGLOT",
-}
-TABLE2_PAPER = {
-    "VHP + REWO": (78.88, 82.74, 225.37, 101.78),
-    "VHP + GECO": (95.01, 96.32, 234.73, 108.97),
-    "VampPrior": (80.42, 84.02, 232.78, 101.97),
-    "IWAE (L=1)": (81.36, 84.46, 226.83, 101.57),
-    "IWAE (L=2)": (80.66, 82.83, 225.39, 101.83),
-}
-_BASELINES = {"VampPrior": "VampPrior", "IWAE": "IWAE (L=1)", "IWAE2": "IWAE (L=2)"}
-_VHP_SCHEMES = {"REWO": "VHP + REWO", "GECO": "VHP + GECO"}
-
-
-def _table2_row(model: str | None, scheme: str | None) -> str | None:
-    """The Table 2 row of a run from its model and beta-scheme ``_target_``s (None: no row)."""
-    name = (model or "").rsplit(".", 1)[-1]
-    if name == "VHP":
-        return _VHP_SCHEMES.get((scheme or "").rsplit(".", 1)[-1])
-    return _BASELINES.get(name)
-
-
-def _last_value(metrics_csv: Path, key: str) -> tuple[float, int] | None:
-    """The last logged ``key`` of a CSVLogger file and its step (None if never logged)."""
-    found = None
-    with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
-            if row.get(key):
-                found = (float(row[key]), int(float(row.get("step") or 0)))
-    return found
-
-
-def _table2_runs(root: Path) -> list[dict[str, Any]]:
-    """Every NLL under ``root``: ``metrics.json`` of ``vhp_lightning.evaluate`` and ``test/nll``
-    of training runs (``.hydra/config.yaml`` + ``csv/metrics.csv``)."""
-    runs = []
-    for path in sorted(root.rglob("metrics.json")):
-        data = json.loads(path.read_text())
-        nll = data.get("metrics", {}).get("nll")
-        if isinstance(nll, dict) and "nll" in nll:
-            runs.append({
-                "model": current_target(data.get("model")),
-                "scheme": current_target(data.get("scheme")),
-                "dataset": current_target(data.get("dataset")), "nll": nll["nll"],
-                "samples": nll.get("n_samples"), "images": nll.get("n_images"),
-                "step": data.get("global_step"), "source": "evaluate", "path": path.parent,
-            })  # fmt: skip
-    for cfg_path in sorted(root.rglob(".hydra/config.yaml")):
-        job = cfg_path.parent.parent
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        metrics_csv = next(iter(sorted(job.glob("csv/**/metrics.csv"))), None)
-        last = _last_value(metrics_csv, "test/nll") if metrics_csv else None
-        if last is None or "model" not in cfg:
-            continue
-        trainer, dataset = cfg.get("trainer") or {}, cfg.get("dataset") or {}
-        batches = trainer.get("limit_test_batches")
-        images = (
-            int(batches) * int(dataset.get("eval_batch_size", 0))
-            if isinstance(batches, int) and not isinstance(batches, bool)
-            else "all"
-        )
-        if isinstance(cfg.get("test_nll_images"), int):  # test/nll's own bound (train.yaml)
-            limit = int(cfg["test_nll_images"])
-            images = limit if images == "all" else min(limit, int(images))
-        scheme = ((cfg.get("optim") or {}).get("scheme") or {}).get("_target_")
-        runs.append({
-            "model": current_target(cfg["model"].get("_target_")),
-            "scheme": current_target(scheme),
-            "dataset": current_target(dataset.get("_target_")), "nll": last[0],
-            "samples": cfg.get("nll_samples", 100), "images": images, "step": last[1],
-            "source": "train test/nll", "path": job,
-        })  # fmt: skip
-    return runs
-
-
-def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run closest to the paper's protocol: most samples, then most images."""
-    return max(
-        runs, key=lambda r: (r["samples"] or 0, r["images"] if r["images"] != "all" else 1e9)
-    )
-
-
-def table2(sweep_dir: Path) -> str:
-    """Table 2 with our NLL beside the paper's, from every run found under ``sweep_dir``."""
-    runs = [r for r in _table2_runs(sweep_dir) if _table2_row(r["model"], r["scheme"])]
-    runs = [r for r in runs if r["dataset"] in TABLE2_COLUMNS]
-    if not runs:
-        raise FileNotFoundError(
-            f"no Table 2 NLL under {sweep_dir} (expected metrics.json of vhp_lightning.evaluate or "
-            "train runs with test/nll in csv/metrics.csv); run `python -m vhp_lightning.train "
-            "experiment=table2_mnist_vhp` and `python -m vhp_lightning.evaluate ckpt_path=...`"
-        )
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in runs:
-        key = (_table2_row(r["model"], r["scheme"]), TABLE2_COLUMNS[r["dataset"]])
-        cells.setdefault(key, []).append(r)  # type: ignore[arg-type]
-    columns = list(TABLE2_COLUMNS.values())
-    lines = [
-        f"# Table 2: negative test log-likelihood in nats (runs under `{sweep_dir}`)",
-        "",
-        "| model | " + " | ".join(f"{c}: paper | {c}: ours" for c in columns) + " |",
-        "|---|" + "---|---|" * len(columns),
-    ]
-    for row, paper in TABLE2_PAPER.items():
-        values = []
-        for col, ref in zip(columns, paper, strict=True):
-            found = cells.get((row, col))
-            ours = f"{_best(found)['nll']:.2f}" if found else "not run"
-            values += [f"{ref:.2f}", ours]
-        lines.append(f"| {row} | " + " | ".join(values) + " |")
-    lines += [
-        "",
-        "Paper: S = 5000 importance samples on the full test set. Ours: see each run below; "
-        "where a cell has several runs, the one closest to that protocol is shown.",
-        "",
-        "| model | dataset | NLL | S | test images | step | scheme | source |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(runs, key=lambda r: (str(r["model"]), str(r["dataset"]), str(r["path"]))):
-        lines.append(
-            f"| {_table2_row(r['model'], r['scheme'])} | {TABLE2_COLUMNS[r['dataset']]} | "
-            f"{r['nll']:.2f} | {r['samples']} | {r['images']} | {r['step']} | "
-            f"{str(r['scheme']).rsplit('.', 1)[-1]} | {r['source']}: `{r['path']}` |"
-        )
-    return "\n".join(lines) + "\n"
-
+from vhp_lightning.reports import pendulum_table1, read_csv, table2
 
 # Sec. 4.2 / App. C: the three models of Fig. 5-7 and 17; the figures copied per model.
 _CMU_MODELS = ("VHP", "VampPrior", "IWAE")  # Fig. 7's order
@@ -310,49 +176,48 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-REPORTS = {
-    "pendulum_table1": None,  # reports/pendulum_table1.py: a CSV filled run by run, see main()
-    "table2": table2,
-    "cmu_interpolation": cmu_interpolation,
+REPORTS = {  # the tables filled run by run into results/<table>.csv (reports/<table>.py)
+    "pendulum_table1": pendulum_table1.report,
+    "table2": table2.report,
 }
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", choices=sorted(REPORTS))
+    parser.add_argument("table", choices=sorted([*REPORTS, "cmu_interpolation"]))
     parser.add_argument(
         "sweep_dir",
         type=Path,
         nargs="*",
-        help="the multirun folder(s) of the experiment (pendulum_table1: run or sweep dirs to add "
-        "to the CSV; none = rebuild the table from the CSV)",
+        help="the multirun folder(s) of the experiment (pendulum_table1, table2: run or sweep "
+        "dirs to add to the CSV; none = rebuild the table from the CSV)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: results/<table>.md")
     parser.add_argument(
-        "--csv", type=Path, default=None, help="pendulum_table1: default results/<table>.csv"
+        "--csv",
+        type=Path,
+        default=None,
+        help="pendulum_table1, table2: default results/<table>.csv",
     )
     parser.add_argument(
         "--figures",
         type=Path,
         default=None,
-        help="pendulum_table1: where the side-by-side figures of the given runs go (default: none)",
+        help="pendulum_table1, table2: where the figures of the given runs go (default: none)",
     )
     args = parser.parse_args(argv)
     for folder in args.sweep_dir:
         if not folder.is_dir():
             parser.error(f"sweep_dir {folder} does not exist")
     out = args.out or Path("results") / f"{args.table}.md"
-    if args.table == "pendulum_table1":
-        text, notes = pendulum_table1.report(
-            args.sweep_dir, args.csv or out.with_suffix(".csv"), args.figures
-        )
+    if args.table in REPORTS:
+        report = REPORTS[args.table]
+        text, notes = report(args.sweep_dir, args.csv or out.with_suffix(".csv"), args.figures)
         print("\n".join(notes))
     elif len(args.sweep_dir) != 1:
         parser.error(f"{args.table} takes one sweep_dir")
-    elif args.table == "cmu_interpolation":  # the one report with figures: results/<table>/
+    else:  # cmu_interpolation: its figures go to results/<table>/
         text = cmu_interpolation(args.sweep_dir[0], figures_dir=out.with_suffix(""))
-    else:
-        text = REPORTS[args.table](args.sweep_dir[0])  # type: ignore[misc]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(text)

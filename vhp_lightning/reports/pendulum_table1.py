@@ -10,17 +10,22 @@ their beta / C_t traces. A table can so be filled over several sessions.
 
 from __future__ import annotations
 
-import csv
-import math
-import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from vhp_lightning.reports import read_csv
+from vhp_lightning.reports import (
+    append_rows,
+    find_runs,
+    floats,
+    mean_std,
+    overrides,
+    read_csv,
+    scheme_trace,
+    switch_step,
+)
 
 # Table 1 of the paper: absolute error of the OLS regression (rad). App. B.4 gives no number.
 PAPER = {
@@ -59,43 +64,16 @@ FORMED = 0.1  # rad: the latent "has formed" once the kNN error through q(z|x)'s
 
 
 # --- one run ------------------------------------------------------------------------------------
-def _overrides(job: Path) -> dict[str, str]:
-    path = job / ".hydra" / "overrides.yaml"
-    items = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
-    return {name.lstrip("+"): value for name, _, value in (str(i).partition("=") for i in items)}
-
-
-def scheme_trace(job: Path) -> dict[str, np.ndarray]:
-    """``step``, ``beta``, ``c_hat``, ``train_prior`` per logged step of a run's CSV log (the
-    scheme's ``<name>/...`` columns); empty arrays when the run has none."""
-    rows: dict[int, dict[str, float]] = {}
-    for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
-        for row in read_csv(metrics_csv):
-            for key, value in row.items():
-                name = key.rsplit("/", 1)[-1]
-                if "/" in key and name in ("beta", "c_hat", "train_prior") and value:
-                    rows.setdefault(int(float(row["step"])), {})[name] = float(value)
-    steps = sorted(s for s, r in rows.items() if "beta" in r)
-    out = {"step": np.array(steps, dtype=np.int64)}
-    for name in ("beta", "c_hat", "train_prior"):
-        out[name] = np.array([rows[s].get(name, math.nan) for s in steps])
-    return out
-
-
 def run_row(job: Path) -> dict[str, Any] | None:
     """The CSV row of one finished Table 1 run (``None`` when it is not one or not finished)."""
     metrics_path = job / "figures" / "pendulum_metrics.json"
-    method = _overrides(job).get("table1")
+    method = overrides(job).get("table1")
     if method not in PAPER or not metrics_path.is_file():
         return None
     metrics = yaml.safe_load(metrics_path.read_text())  # JSON is YAML
     cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
     sigma = (((cfg.get("paper") or {}).get("likelihood")) or {}).get("sigma")
-    trace = scheme_trace(job)
-    switch = None
-    if len(trace["step"]) and np.isfinite(trace["train_prior"]).any():
-        on = np.flatnonzero(trace["train_prior"] > 0.5)
-        switch = int(trace["step"][on[0]]) if len(on) and on[0] > 0 else None
+    switch = switch_step(scheme_trace(job))
     snapshots = job / "figures" / "snapshots.csv"
     formed = None
     if snapshots.is_file():
@@ -119,50 +97,7 @@ def run_row(job: Path) -> dict[str, Any] | None:
     }
 
 
-def find_runs(paths: Iterable[Path]) -> list[Path]:
-    """Every run dir (holding ``.hydra/``) at or below ``paths``."""
-    runs: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path} is not a folder (a run dir or a sweep dir)")
-        runs += sorted(p.parent for p in path.rglob(".hydra") if p.is_dir())
-    return runs
-
-
-# --- the CSV and the table -------------------------------------------------------------------
-def append_rows(csv_path: Path, rows: list[dict[str, Any]]) -> tuple[int, int]:
-    """Append the rows whose key (setting, seed, sigma, steps) is new; returns (added, kept).
-
-    Written to a temporary file and renamed: an interrupted write leaves the old CSV whole.
-    """
-    existing = read_csv(csv_path) if csv_path.is_file() else []
-    have = {tuple(str(r[k]) for k in KEY) for r in existing}
-    new = [r for r in rows if tuple(str(r[k]) for k in KEY) not in have]
-    if new:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows([*existing, *new])
-        os.replace(tmp, csv_path)
-    return len(new), len(rows) - len(new)
-
-
-def _mean_std(values: list[float], digits: int = 3) -> str:
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return "—"
-    mean = float(np.mean(values))
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
-
-
-def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
-
-
+# --- the table ---------------------------------------------------------------------------------
 def table(rows: list[dict[str, str]]) -> str:
     """Markdown: one line per (setting, sigma, steps) with mean +- std over its seeds."""
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
@@ -184,20 +119,20 @@ def table(rows: list[dict[str, str]]) -> str:
         groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]), order.get(kv[0][2], 99))
     ):
         name, paper = PAPER.get(method, (method, None))
-        betas = _floats(group, "final_beta")
+        betas = floats(group, "final_beta")
         beta_txt = " / ".join(f"{b:.3g}" for b in betas)
         switch = " / ".join(r["switch_step"] or "—" for r in group)
         formed = " / ".join(r["formed_step"] or "never" for r in group)
         radius = (
-            f"{_mean_std(_floats(group, 'prior_radius_mean'), 1)} / "
-            f"{_mean_std(_floats(group, 'encoded_radius_mean'), 1)}"
+            f"{mean_std(floats(group, 'prior_radius_mean'), 1)} / "
+            f"{mean_std(floats(group, 'encoded_radius_mean'), 1)}"
         )
-        wall = _floats(group, "wall_s")
+        wall = floats(group, "wall_s")
         lines.append(
             f"| {name} | {sigma} | {steps} | {', '.join(r['seed'] for r in group)} | "
             f"{'—' if paper is None else f'{paper:.3g}'} | "
-            + " | ".join(_mean_std(_floats(group, k)) for k in METRICS)
-            + f" | {beta_txt} | {switch} | {formed} | {_mean_std(_floats(group, 'p_z_std'), 2)} | "
+            + " | ".join(mean_std(floats(group, k)) for k in METRICS)
+            + f" | {beta_txt} | {switch} | {formed} | {mean_std(floats(group, 'p_z_std'), 2)} | "
             f"{radius} | {np.mean(wall) / 60:.0f} min |"
         )
     seeds = {m: {r["seed"] for r in rows if r["method"] == m} for m in PAPER}
@@ -296,7 +231,7 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
     pairs = [(job, row) for job in find_runs(paths) if (row := run_row(job)) is not None]
     rows = [row for _, row in pairs]
     if paths:
-        added, kept = append_rows(csv_path, rows)
+        added, kept = append_rows(csv_path, rows, COLUMNS, KEY)
         notes.append(f"{added} row(s) added to {csv_path}, {kept} already there")
     if not csv_path.is_file():
         raise FileNotFoundError(

@@ -1,0 +1,334 @@
+"""Table 2 (sec. 4.3) filled run by run: NLL of the five models, collected into a CSV.
+
+``python -m vhp_lightning.report table2 <run or sweep dir> ...`` appends one row per finished run
+to ``results/table2.csv`` -- a training run with ``test/nll`` in its CSV log, or the
+``metrics.json`` of ``vhp_lightning.evaluate`` with an ``nll`` -- and never overwrites a row
+already there (same model, dataset, nets, seed, steps, S, images and source). It then writes
+``results/table2.md`` from *all* rows, with the paper's numbers beside ours, and with
+``--figures`` the validation bound and beta against the step for the runs given. A table can so
+be filled over several sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from vhp_lightning.reports import (
+    append_rows,
+    find_runs,
+    floats,
+    mean_std,
+    read_csv,
+    scheme_trace,
+    switch_step,
+)
+from vhp_lightning.safe_instantiate import current_target
+
+DATASETS = {  # datamodule _target_ -> Table 2's column, in the paper's order
+    "vhp_lightning.datamodules.mnist.MNISTDataModule": "dynamic MNIST",
+    "vhp_lightning.datamodules.mnist.StaticMNISTDataModule": "static MNIST",
+    "vhp_lightning.datamodules.mnist.FashionMNISTDataModule": "Fashion-MNIST",
+    "vhp_lightning.datamodules.mnist.OmniglotDataModule": "OMNIGLOT",
+}
+# Table 2 of the paper: negative test log-likelihood (nats), S = 5000, full test set.
+PAPER = {
+    "vhp_rewo": ("VHP + REWO", (78.88, 82.74, 225.37, 101.78)),
+    "vhp_geco": ("VHP + GECO", (95.01, 96.32, 234.73, 108.97)),
+    "vampprior": ("VampPrior", (80.42, 84.02, 232.78, 101.97)),
+    "iwae": ("IWAE (L=1)", (81.36, 84.46, 226.83, 101.57)),
+    "iwae_l2": ("IWAE (L=2)", (80.66, 82.83, 225.39, 101.83)),
+}
+COLUMNS = (
+    "row",
+    "dataset",
+    "nets",
+    "objective",
+    "seed",
+    "epochs",
+    "steps",
+    "wall_s",
+    "final_beta",
+    "switch_step",
+    "nll",
+    "nll_se",
+    "samples",
+    "images",
+    "source",
+    "run",
+)
+KEY = ("row", "dataset", "nets", "seed", "steps", "samples", "images", "source")
+_BASELINES = {"VampPrior": "vampprior", "IWAE": "iwae", "IWAE2": "iwae_l2"}
+_VHP_SCHEMES = {"REWO": "vhp_rewo", "GECO": "vhp_geco"}
+_NETS = {"GaussianMLP": "mlp", "GatedConvEncoder": "gated conv"}
+
+
+def row_key(model: str | None, scheme: str | None) -> str | None:
+    """The Table 2 row (a key of ``PAPER``) of a run from its model and beta-scheme
+    ``_target_``s; None when the pair is not one of the paper's five rows."""
+    name = (current_target(model) or "").rsplit(".", 1)[-1]
+    if name == "VHP":
+        return _VHP_SCHEMES.get((current_target(scheme) or "").rsplit(".", 1)[-1])
+    return _BASELINES.get(name)
+
+
+def _objective(scheme: dict[str, Any]) -> str:
+    kind = str(scheme.get("_target_", "")).rsplit(".", 1)[-1]
+    if kind == "ConstantBeta":
+        return f"β = {scheme.get('beta', 1.0):g}"
+    return {"WarmUp": "warm-up"}.get(kind, kind)
+
+
+# --- one run ----------------------------------------------------------------------------------
+def _run_facts(job: Path) -> dict[str, Any]:
+    """What a training run dir says besides the NLL: nets, objective, seed, steps, epochs,
+    final beta, switch step, and its CSV log's last ``test/...`` values."""
+    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+    model, optim = cfg.get("model") or {}, cfg.get("optim") or {}
+    encoder = str((model.get("encoder") or {}).get("_target_", "")).rsplit(".", 1)[-1]
+    scheme = optim.get("scheme") or {}
+    test: dict[str, float] = {}
+    steps, epoch_of = 0, {}  # type: tuple[int, dict[int, int]]
+    for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
+        for row in read_csv(metrics_csv):
+            for key, value in row.items():
+                if key.startswith("test/") and value:
+                    test[key] = float(value)
+            if (
+                row.get("step")
+                and row.get("epoch")
+                and not any(k.startswith("test/") and v for k, v in row.items())
+            ):
+                step = int(float(row["step"]))
+                steps = max(steps, step)
+                epoch_of.setdefault(int(float(row["epoch"])), step)
+    per_epoch = epoch_of.get(1)  # the first step of epoch 1 = steps per epoch
+    trace = scheme_trace(job)
+    switch = switch_step(trace)
+    return {
+        "model": model.get("_target_"),
+        "scheme": scheme.get("_target_"),
+        "dataset": current_target((cfg.get("dataset") or {}).get("_target_")),
+        "nets": _NETS.get(encoder, encoder or "?"),
+        "objective": _objective(scheme),
+        "seed": int(cfg.get("seed", 0)),
+        "steps": steps + 1 if steps else "",  # global_step after the last logged batch
+        "epochs": round((steps + 1) / per_epoch, 1) if per_epoch else "",
+        "final_beta": float(trace["beta"][-1]) if len(trace["beta"]) else "",
+        "switch_step": "" if switch is None else switch,
+        "samples": cfg.get("nll_samples", ""),
+        "test": test,
+    }
+
+
+def train_row(job: Path) -> dict[str, Any] | None:
+    """The CSV row of a training run with ``test/nll`` (None: not a Table 2 run or no NLL)."""
+    if not (job / ".hydra" / "config.yaml").is_file():
+        return None
+    facts = _run_facts(job)
+    row = row_key(facts["model"], facts["scheme"])
+    if row is None or facts["dataset"] not in DATASETS or "test/nll" not in facts["test"]:
+        return None
+    metrics_csv = max(job.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    test = facts["test"]
+    return {
+        **{k: facts[k] for k in ("nets", "objective", "seed", "epochs", "steps", "samples")},
+        **{k: facts[k] for k in ("final_beta", "switch_step")},
+        "row": row,
+        "dataset": DATASETS[facts["dataset"]],
+        "wall_s": round(metrics_csv.stat().st_mtime - (job / ".hydra").stat().st_mtime),
+        "nll": test["test/nll"],
+        "nll_se": test.get("test/nll_se", ""),
+        "images": int(test["test/nll_images"]) if "test/nll_images" in test else "",
+        "source": "train",
+        "run": str(job),
+    }
+
+
+def eval_row(path: Path) -> dict[str, Any] | None:
+    """The CSV row of a ``vhp_lightning.evaluate`` ``metrics.json`` with an ``nll`` (None
+    otherwise); seed, nets and the beta trace come from the checkpoint's run dir if present."""
+    data = json.loads(path.read_text())
+    nll = (data.get("metrics") or {}).get("nll")
+    row = row_key(data.get("model"), data.get("scheme"))
+    dataset = current_target(data.get("dataset"))
+    if not isinstance(nll, dict) or "nll" not in nll or row is None or dataset not in DATASETS:
+        return None
+    job = Path(str(data.get("checkpoint", ""))).parent.parent
+    facts = _run_facts(job) if (job / ".hydra" / "config.yaml").is_file() else {}
+    return {
+        "nets": facts.get("nets", "?"),  # "?": the checkpoint's run dir is not here
+        "objective": facts.get("objective", _objective({"_target_": data.get("scheme")})),
+        **{k: facts.get(k, "") for k in ("seed", "epochs")},
+        **{k: facts.get(k, "") for k in ("final_beta", "switch_step")},
+        "row": row,
+        "dataset": DATASETS[dataset],
+        "steps": data.get("global_step", ""),
+        "wall_s": round(sum((data.get("seconds") or {}).values())),
+        "nll": nll["nll"],
+        "nll_se": nll.get("nll_se", ""),
+        "samples": nll.get("n_samples", ""),
+        "images": nll.get("n_images", ""),
+        "source": "evaluate",
+        "run": str(path.parent),
+    }
+
+
+def collect(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """(run dir or evaluate dir, row) of every Table 2 result at or below ``paths``."""
+    found = [(job, row) for job in find_runs(paths) if (row := train_row(job))]
+    for path in paths:
+        for metrics_json in sorted(path.rglob("metrics.json")):
+            if (row := eval_row(metrics_json)) is not None:
+                found.append((metrics_json.parent, row))
+    return found
+
+
+# --- the table ------------------------------------------------------------------------------
+def _cell(group: list[dict[str, str]]) -> str:
+    """Our NLL of one (setting, dataset): the mean over seeds, ``± s.e.`` over images (one seed)
+    or ``± std`` over seeds (several)."""
+    nll = floats(group, "nll")
+    if len(nll) > 1:
+        return mean_std(nll, 2)
+    se = floats(group, "nll_se")
+    return f"{nll[0]:.2f}" + (f" ± {se[0]:.2f}" if se else "")
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """Markdown: per protocol (nets, steps, S, images) the paper's table with ours beside it,
+    then every row of the CSV."""
+    columns = list(DATASETS.values())
+    protocols: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        protocols.setdefault((r["nets"], r["steps"], r["samples"], r["images"]), []).append(r)
+    lines = [
+        "# Table 2: negative test log-likelihood in nats",
+        "",
+        "Built by `python -m vhp_lightning.report table2` from every row of `results/table2.csv` "
+        "(one row per finished run). The paper: gated-conv nets, S = 5000 importance samples, "
+        "the full test set. Ours: one table per protocol; a cell is one run ± the standard "
+        "error over the test images, or the mean ± std over seeds.",
+    ]
+    order = {k: i for i, k in enumerate(PAPER)}
+
+    def sort_key(kv: tuple[tuple[str, ...], Any]) -> tuple[str, float, str, str]:
+        nets, steps, samples, images = kv[0]
+        return (nets, float(steps or 0), samples, images)
+
+    for (nets, steps, samples, images), group in sorted(protocols.items(), key=sort_key):
+        used = [c for c in columns if any(r["dataset"] == c for r in group)]
+        lines += [
+            "",
+            f"## {nets} nets, {steps} training steps, S = {samples}, {images} test images",
+            "",
+            "| model | objective | " + " | ".join(f"{c}: paper | {c}: ours" for c in used) + " |",
+            "|---|---|" + "---|---|" * len(used),
+        ]
+        for key, (name, paper) in PAPER.items():
+            mine = [r for r in group if r["row"] == key]
+            objective = " / ".join(sorted({r["objective"] for r in mine})) or "—"
+            cells = []
+            for col in used:
+                ref = paper[columns.index(col)]
+                found = [r for r in mine if r["dataset"] == col]
+                cells += [f"{ref:.2f}", _cell(found) if found else "not run"]
+            lines.append(f"| {name} | {objective} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| model | dataset | nets | objective | seed | epochs | steps | final β | switch step "
+        "| NLL | s.e. | S | images | wall time | source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["nets"], order.get(r["row"], 99))):
+        beta = f"{float(r['final_beta']):.3g}" if r.get("final_beta") else "—"
+        se = f"{float(r['nll_se']):.2f}" if r.get("nll_se") else "—"
+        wall = f"{float(r['wall_s']) / 60:.0f} min" if r.get("wall_s") else "—"
+        lines.append(
+            f"| {PAPER[r['row']][0]} | {r['dataset']} | {r['nets']} | {r['objective']} | "
+            f"{r['seed']} | {r['epochs']} | {r['steps']} | {beta} | {r['switch_step'] or '—'} | "
+            f"{float(r['nll']):.2f} | {se} | {r['samples']} | {r['images']} | {wall} | "
+            f"{r['source']} |"
+        )
+    lines += [
+        "",
+        "Wall time: a training row from its start to its last log line (training, validation "
+        "and the end-of-run test NLL, one CPU thread); an evaluate row: the evaluation alone.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the figure ------------------------------------------------------------------------------
+def validation_curve(job: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(step, ``val/loss``) of a run's CSV log: each model's bound at beta = 1 on validation."""
+    points: dict[int, float] = {}
+    for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
+        for row in read_csv(metrics_csv):
+            if row.get("val/loss") and row.get("step"):
+                points[int(float(row["step"]))] = float(row["val/loss"])
+    steps = sorted(points)
+    return np.array(steps, dtype=np.int64), np.array([points[s] for s in steps])
+
+
+def plot_curves(jobs: dict[str, Path], path: Path, title: str) -> None:
+    """Validation bound (beta = 1) and beta against the step, one line per Table 2 row."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_v, ax_b) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    for key, job in jobs.items():
+        label = PAPER[key][0]
+        steps, loss = validation_curve(job)
+        (line,) = ax_v.plot(steps, loss, lw=1.2, marker=".", ms=3, label=label)
+        trace = scheme_trace(job)
+        if len(trace["step"]):
+            ax_b.plot(trace["step"], np.maximum(trace["beta"], 1e-12), lw=1, label=label,
+                      color=line.get_color())  # fmt: skip
+        switch = switch_step(trace)
+        if switch is not None:
+            ax_b.axvline(switch, color=line.get_color(), ls=":", lw=0.8)
+    finite = [v for job in jobs.values() for v in validation_curve(job)[1] if math.isfinite(v)]
+    if finite:  # the first validations of REWO (beta ~ 1e-4) are far above the rest
+        ax_v.set_ylim(min(finite) - 2, float(np.percentile(finite, 80)) + 5)
+    ax_v.set(xlabel="step", ylabel="nats", title="validation bound at β = 1 (−ELBO or −IW bound)")
+    ax_b.set(yscale="log", xlabel="step", ylabel="β", title="β (dotted: REWO's phase switch)")
+    ax_v.legend(fontsize=7)
+    ax_b.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:
+    """Collect ``paths`` into ``csv_path``, return the table and what was done (lines)."""
+    notes = []
+    pairs = collect(paths)
+    if paths:
+        added, kept = append_rows(csv_path, [row for _, row in pairs], COLUMNS, KEY)
+        notes.append(f"{added} row(s) added to {csv_path}, {kept} already there")
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{csv_path} does not exist and no finished Table 2 run was given (a training run "
+            "with test/nll in csv/metrics.csv, or the metrics.json of vhp_lightning.evaluate); "
+            "run `python -m vhp_lightning.train -m experiment=table2` first"
+        )
+    if figures_dir is not None:
+        groups: dict[tuple[str, str, Any, Any], dict[str, Path]] = {}
+        for job, row in pairs:
+            if row["source"] == "train":
+                group = (row["dataset"], row["nets"], row["steps"], row["seed"])
+                groups.setdefault(group, {})[row["row"]] = job
+        for (dataset, nets, steps, seed), jobs in groups.items():
+            jobs = {k: jobs[k] for k in PAPER if k in jobs}
+            slug = f"table2_{dataset}_{nets}_{steps}steps_seed{seed}".replace(" ", "_").lower()
+            plot_curves(jobs, figures_dir / f"{slug}.png", f"{dataset}, {nets} nets, seed {seed}")
+            notes.append(f"figure {figures_dir}/{slug}.png")
+    return table(read_csv(csv_path)), notes
