@@ -328,8 +328,8 @@ def _fake_train_run(job: Path) -> None:
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(  # the package names of earlier versions
         "seed: 1\nnll_samples: 5000\n"
-        "model: {_target_: vhp_lightning.models.vhp.VHP,\n"
-        "        encoder: {_target_: vhp_lightning.nets.mlp.GaussianMLP}}\n"
+        "experiment_nets: {encoder: {_target_: vhp_lightning.nets.mlp.GaussianMLP}}\n"
+        "model: {_target_: vhp_lightning.models.vhp.VHP, encoder: '${experiment_nets.encoder}'}\n"
         "optim: {scheme: {_target_: callbacks.rewo.REWO}}\n"
         "dataset: {_target_: datamodules.mnist.MNISTDataModule, eval_batch_size: 100}\n"
     )

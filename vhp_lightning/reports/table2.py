@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from omegaconf import OmegaConf
 
 from vhp_lightning.reports import (
     append_rows,
@@ -89,10 +89,14 @@ def _objective(scheme: dict[str, Any]) -> str:
 def _run_facts(job: Path) -> dict[str, Any]:
     """What a training run dir says besides the NLL: nets, objective, seed, steps, epochs,
     final beta, switch step, and its CSV log's last ``test/...`` values."""
-    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
-    model, optim = cfg.get("model") or {}, cfg.get("optim") or {}
-    encoder = str((model.get("encoder") or {}).get("_target_", "")).rsplit(".", 1)[-1]
-    scheme = optim.get("scheme") or {}
+    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")  # keeps ${...}: resolve per key
+
+    def get(key: str, default: Any = None) -> Any:
+        value = OmegaConf.select(cfg, key, default=default, throw_on_resolution_failure=False)
+        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+    encoder = str(get("model.encoder._target_", "")).rsplit(".", 1)[-1]
+    scheme = {"_target_": get("optim.scheme._target_"), "beta": get("optim.scheme.beta", 1.0)}
     test: dict[str, float] = {}
     steps, epoch_of = 0, {}  # type: tuple[int, dict[int, int]]
     for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
@@ -112,17 +116,17 @@ def _run_facts(job: Path) -> dict[str, Any]:
     trace = scheme_trace(job)
     switch = switch_step(trace)
     return {
-        "model": model.get("_target_"),
-        "scheme": scheme.get("_target_"),
-        "dataset": current_target((cfg.get("dataset") or {}).get("_target_")),
+        "model": get("model._target_"),
+        "scheme": scheme["_target_"],
+        "dataset": current_target(get("dataset._target_")),
         "nets": _NETS.get(encoder, encoder or "?"),
         "objective": _objective(scheme),
-        "seed": int(cfg.get("seed", 0)),
+        "seed": int(get("seed", 0)),
         "steps": steps + 1 if steps else "",  # global_step after the last logged batch
         "epochs": round((steps + 1) / per_epoch, 1) if per_epoch else "",
         "final_beta": float(trace["beta"][-1]) if len(trace["beta"]) else "",
         "switch_step": "" if switch is None else switch,
-        "samples": cfg.get("nll_samples", ""),
+        "samples": get("nll_samples", ""),
         "test": test,
     }
 
