@@ -15,7 +15,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from vhp_lightning.interpolation import build_graph, shortest_path
+from vhp_lightning.analysis.graph import build_graph, shortest_path
 
 
 def bench(dim: int, n_nodes: int, n_neighbors: int, repeats: int, seed: int = 0) -> dict:

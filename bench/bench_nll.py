@@ -28,8 +28,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-import vhp_lightning.config  # noqa: F401  (registers the resolvers)
-from vhp_lightning.metrics import MeanNLL, log_likelihood_batched
+import vhp_lightning.io.config  # noqa: F401  (registers the resolvers)
+from vhp_lightning.analysis.nll import MeanNLL, log_likelihood_batched
 
 FULL_IMAGES, FULL_SAMPLES = 10_000, 5_000  # the paper's protocol on the MNIST test set
 # (model config, images evaluated by default): the gated-conv decoder is ~1000x dearer per sample.

@@ -97,7 +97,7 @@ def resolve_setting(setting: Setting, batch_size: int | None = None) -> dict[str
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    import vhp_lightning.config  # noqa: F401  (registers the ``prod`` resolver)
+    import vhp_lightning.io.config  # noqa: F401  (registers the ``prod`` resolver)
 
     overrides = [
         f"dataset={setting.dataset}",

@@ -76,7 +76,7 @@ def _compose(overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    import vhp_lightning.config  # noqa: F401  (resolvers)
+    import vhp_lightning.io.config  # noqa: F401  (resolvers)
 
     GlobalHydra.instance().clear()
     with initialize_config_module("vhp_lightning.conf", version_base="1.3"):

@@ -25,13 +25,13 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
-from vhp_lightning.callbacks.base import BetaScheme
-from vhp_lightning.pendulum_metrics import (
+from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior
+from vhp_lightning.analysis.pendulum import (
     knn_angle_error,
     latent_angle_report,
     prior_fit_report,
 )
-from vhp_lightning.plots import plot_beta_trace, plot_posterior_and_prior
+from vhp_lightning.callbacks.base import BetaScheme
 
 
 class RunFigures(Callback):

@@ -1,7 +1,7 @@
 """Graph-based interpolation analysis at the end of training (sec. 2.3, 4.2; Fig. 3-8, 17).
 
 Rank zero only, once at the end of ``fit`` (skipped under ``fast_dev_run``): runs
-``vhp_lightning.interpolation_report.interpolation_analysis`` on the data points of one split and
+``vhp_lightning.analysis.interpolation.interpolation_analysis`` on the data points of one split and
 writes its PNG/CSV files to ``dirpath``; logs the averages as ``interpolation/<name>`` and the
 figures to TensorBoard/W&B when those loggers are active.
 """
@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
+from vhp_lightning.analysis.interpolation import interpolation_analysis
 from vhp_lightning.callbacks.figures import log_figure
-from vhp_lightning.interpolation_report import interpolation_analysis
 
 SPLITS = ("train", "val", "test")
 

@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import vhp_lightning
-from vhp_lightning.plots import plot_graph_path, plot_image_strip, plot_latents
+from vhp_lightning.analysis.figures import plot_graph_path, plot_image_strip, plot_latents
 from vhp_lightning.train import train
 
 

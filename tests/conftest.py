@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import vhp_lightning.config  # noqa: F401  (registers the resolvers)
+import vhp_lightning.io.config  # noqa: F401  (registers the resolvers)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import vhp_lightning
 from vhp_lightning.api import TrainedModel, load
-from vhp_lightning.checkpoint import CheckpointError
+from vhp_lightning.io.checkpoint import CheckpointError
+from vhp_lightning.io.instantiate import UnsafeConfigError, check_target, check_targets
 from vhp_lightning.module import VHPModule
-from vhp_lightning.safe_instantiate import UnsafeConfigError, check_target, check_targets
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -132,7 +132,10 @@ EVIL = {
     "model": ("model._target_", "os.system"),
     "nested net": ("model.encoder._target_", "subprocess.run"),
     "unused group": ("logger.evil", {"_target_": "builtins.exec", "_args_": ["print(1)"]}),
-    "attribute chain out of the project": ("model._target_", "vhp_lightning.checkpoint.os.system"),
+    "attribute chain out of the project": (
+        "model._target_",
+        "vhp_lightning.io.checkpoint.os.system",
+    ),
     "function defined outside": ("model._target_", "vhp_lightning.api.torch.load"),
     "private name": ("model._target_", "vhp_lightning.api._model_state"),
     "interpolation": ("model._target_", "${oc.env:EVIL_TARGET}"),

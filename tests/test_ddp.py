@@ -33,8 +33,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from tests.conftest import TINY_CLI
-from vhp_lightning.checkpoint import load_checkpoint
 from vhp_lightning.datamodules.pendulum import PendulumDataModule
+from vhp_lightning.io.checkpoint import load_checkpoint
 from vhp_lightning.models.vhp import VHP
 from vhp_lightning.train import train
 

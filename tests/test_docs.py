@@ -37,7 +37,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import vhp_lightning.config  # noqa: F401  (registers the resolvers)
+import vhp_lightning.io.config  # noqa: F401  (registers the resolvers)
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

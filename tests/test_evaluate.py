@@ -24,8 +24,8 @@ from omegaconf import open_dict
 
 from tests.test_api import write_checkpoint
 from tests.test_models import Affine, ppca
+from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.evaluate import METRICS, check_options, evaluate
-from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.models import VAE
 from vhp_lightning.report import main as report_main
 from vhp_lightning.reports import read_csv
@@ -105,7 +105,7 @@ import sys
 from pathlib import Path
 import torch, torch.distributed as dist
 from tests.test_models import ppca
-from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
+from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.models import VAE
 
 rank, init_file, out_dir = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
@@ -235,7 +235,7 @@ def test_evil_checkpoint_is_refused_by_evaluate(compose_cfg, tmp_path: Path) -> 
 
 def test_interpolation_metric_is_registered(eval_cfg, tmp_path: Path) -> None:
     assert "interpolation" in METRICS
-    pytest.importorskip("vhp_lightning.interpolation_report")
+    pytest.importorskip("vhp_lightning.analysis.interpolation")
     cfg = eval_cfg(
         "metrics=[interpolation]", "limit=40", "interpolation.n_nodes=60",
         "interpolation.n_neighbors=8", "interpolation.n_graphs=1", "interpolation.n_pairs=2",

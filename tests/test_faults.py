@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 
-from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from vhp_lightning.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,7 +282,7 @@ def test_nan_mid_training_stops_before_the_bad_update(compose_cfg, monkeypatch, 
 
 def test_disk_full_on_checkpoint_write(compose_cfg, good_ckpt, monkeypatch) -> None:
     """ENOSPC half-way through writing: a clear error, no temp file, last.ckpt untouched."""
-    import vhp_lightning.checkpoint as checkpoint
+    import vhp_lightning.io.checkpoint as checkpoint
 
     before = good_ckpt.read_bytes()
 

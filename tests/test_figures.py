@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import vhp_lightning.callbacks.figures as figures_module
-from vhp_lightning.plots import plot_beta_trace, plot_posterior_and_prior
+from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior
 from vhp_lightning.train import train
 
 
@@ -140,7 +140,8 @@ def test_library_modules_leave_the_backend_to_the_entry_point(tmp_path: Path) ->
     """Importing the figure modules selects no backend (a notebook keeps its own); without a
     display and without MPLBACKEND, matplotlib falls back to Agg and the figures still save."""
     modules = (
-        "vhp_lightning.plots, vhp_lightning.interpolation_report, vhp_lightning.rate_distortion"
+        "vhp_lightning.analysis.figures, vhp_lightning.analysis.interpolation, "
+        "vhp_lightning.reports.rate_distortion"
     )
     code = f"import matplotlib, {modules}, vhp_lightning.callbacks.figures; "
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "DISPLAY")}
@@ -149,7 +150,8 @@ def test_library_modules_leave_the_backend_to_the_entry_point(tmp_path: Path) ->
         env={**env, "MPLBACKEND": "svg"}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert chosen.returncode == 0 and chosen.stdout.strip() == "svg", chosen.stderr
-    save = "import numpy as np; from vhp_lightning.plots import plot_posterior_and_prior as p; "
+    save = "import numpy as np; "
+    save += "from vhp_lightning.analysis.figures import plot_posterior_and_prior as p; "
     save += "z = np.random.rand(5, 2); p(z, np.ones((5, 2)), np.arange(5.0), z).savefig(%r)"
     headless = subprocess.run(
         [sys.executable, "-c", save % str(tmp_path / "fig.png")],

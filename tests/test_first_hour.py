@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_CLI
-from vhp_lightning.checkpoint import load_checkpoint
+from vhp_lightning.io.checkpoint import load_checkpoint
 from vhp_lightning.train import WandbLoginError, _check_wandb, _missing_plugin, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}

@@ -10,7 +10,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from vhp_lightning.interpolation import (
+from vhp_lightning.analysis.figures import plot_graph_path, plot_image_strip, plot_latents
+from vhp_lightning.analysis.graph import (
     DisconnectedGraphError,
     InterpolationResult,
     add_endpoints,
@@ -19,7 +20,6 @@ from vhp_lightning.interpolation import (
     shortest_path,
     smoothness_factor,
 )
-from vhp_lightning.plots import plot_graph_path, plot_image_strip, plot_latents
 
 GAP = 0.15 * np.pi  # the horse-shoe covers angles [GAP, 2 pi - GAP]; the opening is at angle 0
 

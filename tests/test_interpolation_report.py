@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from vhp_lightning.interpolation_report import interpolation_analysis
+from vhp_lightning.analysis.interpolation import interpolation_analysis
 from vhp_lightning.models.vhp import VHP
 from vhp_lightning.nets.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from vhp_lightning.nets.mlp import MLP, GaussianMLP

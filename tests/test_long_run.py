@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vhp_lightning.checkpoint import load_checkpoint
+from vhp_lightning.io.checkpoint import load_checkpoint
 from vhp_lightning.train import train
 
 STEPS = int(os.environ.get("LONG_RUN_STEPS", 100_000))

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 import torch
 
 from vhp_lightning.callbacks.rewo import REWO
-from vhp_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vhp_lightning.datamodules.pendulum import PendulumDataModule
+from vhp_lightning.io.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vhp_lightning.models.vhp import VHP
 from vhp_lightning.module import NonFiniteLossError, VHPModule
 from vhp_lightning.nets import MLP, GaussianMLP

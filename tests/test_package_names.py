@@ -14,9 +14,9 @@ from omegaconf import open_dict
 
 from tests.test_api import write_checkpoint
 from vhp_lightning.api import load
-from vhp_lightning.checkpoint import load_checkpoint
 from vhp_lightning.evaluate import evaluate
-from vhp_lightning.safe_instantiate import current_target
+from vhp_lightning.io.checkpoint import load_checkpoint
+from vhp_lightning.io.instantiate import current_target
 from vhp_lightning.train import train
 
 OLD = {"vhp_lightning.callbacks.": "callbacks.", "vhp_lightning.datamodules.": "datamodules."}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vhp_lightning.pendulum_metrics import (
+from vhp_lightning.analysis.pendulum import (
     arcsin_ols_error,
     fit_circle,
     knn_angle_error,

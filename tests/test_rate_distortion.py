@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vhp_lightning.rate_distortion import collect, main
+from vhp_lightning.reports.rate_distortion import collect, main
 
 
 def write_job(sweep: Path, num: int, kappa: float, rows: list[dict[str, float]]) -> Path:

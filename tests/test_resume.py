@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from vhp_lightning.train import (
     LOCK_NAME,
     RunDirError,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
 
-from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
-from vhp_lightning.schema import ConfigError
+from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.io.schema import ConfigError
 from vhp_lightning.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Opening a checkpoint runs and writes nothing: the explicit ``_target_`` allow-list
-(``vhp_lightning.safe_instantiate``) holds exactly the classes of ``conf/`` and no function."""
+(``vhp_lightning.io.instantiate``) holds exactly the classes of ``conf/`` and no function."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from torch import nn
 
 from tests.test_api import write_checkpoint
 from vhp_lightning.api import load
-from vhp_lightning.checkpoint import CheckpointError
-from vhp_lightning.safe_instantiate import (
+from vhp_lightning.io.checkpoint import CheckpointError
+from vhp_lightning.io.instantiate import (
     ALLOWED_TARGETS,
     DATA_TARGETS,
     MODEL_TARGETS,
@@ -62,7 +62,7 @@ def test_allow_list_is_exactly_the_classes_of_the_shipped_configs() -> None:
         WRITES_YAML,
         "pytorch_lightning.utilities.cloud_io.atomic_save",  # allowed once by a prefix
         "torch.save",
-        "vhp_lightning.checkpoint.os.system",
+        "vhp_lightning.io.checkpoint.os.system",
         "pytorch_lightning.loggers.CSVLogger.log_hyperparams",
     ],
 )

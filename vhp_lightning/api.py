@@ -14,7 +14,7 @@ themselves up on first use).
 
 The model is rebuilt from the config the checkpoint stores (``VHPModule`` writes it as
 ``vhp_config``), through the explicit ``_target_`` allow-list of
-``vhp_lightning.safe_instantiate`` (the project's model classes only; no functions), and the
+``vhp_lightning.io.instantiate`` (the project's model classes only; no functions), and the
 weights are read with ``weights_only=True``: opening a shared checkpoint runs no foreign code and
 writes no file.
 """
@@ -30,10 +30,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from vhp_lightning.checkpoint import CheckpointError, load_checkpoint
-from vhp_lightning.interpolation import InterpolationResult, interpolate
-from vhp_lightning.metrics import log_likelihood_batched
-from vhp_lightning.safe_instantiate import (
+from vhp_lightning.analysis.graph import InterpolationResult, interpolate
+from vhp_lightning.analysis.nll import log_likelihood_batched
+from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.io.instantiate import (
     ALLOWED_TARGETS,
     DATA_TARGETS,
     MODEL_TARGETS,

@@ -8,7 +8,7 @@ Examples::
     python -m vhp_lightning.evaluate ckpt_path=... limit=1000 n_samples=500 data_dir=../data
 
 The model and its DataModule are rebuilt from the config stored in the checkpoint, through the
-``_target_`` allow-list (``vhp_lightning.safe_instantiate``) and with weights-only loading
+``_target_`` allow-list (``vhp_lightning.io.instantiate``) and with weights-only loading
 (``vhp_lightning.api.load``), so a shared checkpoint never runs foreign code. Each metric is one
 function of ``METRICS``; the results go to ``metrics.json`` in the Hydra run dir (written
 atomically), figures beside it.
@@ -34,10 +34,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
+from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.api import TrainedModel, load
 from vhp_lightning.bounds import gaussian_kl_std_normal, reparameterize
-from vhp_lightning.config import configure_torch
-from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
+from vhp_lightning.io.config import configure_torch
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "val", "train")
@@ -152,14 +152,14 @@ def rate_distortion(ctx: EvalContext) -> dict[str, Any]:
 
 def interpolation(ctx: EvalContext) -> dict[str, Any]:
     """Graph-interpolation analysis (sec. 2.3 / 4.2) with the ``interpolation.*`` options:
-    ``interpolation_report.interpolation_analysis``; figures under ``interpolation/``."""
+    ``analysis.interpolation.interpolation_analysis``; figures under ``interpolation/``."""
     try:
-        from vhp_lightning.interpolation_report import interpolation_analysis
+        from vhp_lightning.analysis.interpolation import interpolation_analysis
     except ModuleNotFoundError as err:
-        if err.name != "vhp_lightning.interpolation_report":
+        if err.name != "vhp_lightning.analysis.interpolation":
             raise
         raise RuntimeError(
-            "metric 'interpolation' needs vhp_lightning/interpolation_report.py, which this "
+            "metric 'interpolation' needs vhp_lightning/analysis/interpolation.py, which this "
             "installation lacks; drop it from metrics=[...]"
         ) from err
     opts = ctx.cfg.interpolation

@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from vhp_lightning.metrics import MeanNLL, NLLStandardError, log_likelihood_batched
+from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 log = logging.getLogger(__name__)

@@ -42,13 +42,14 @@ from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory
-from vhp_lightning.checkpoint import (
+from vhp_lightning.datamodules.resumable import resumable_train_loader
+from vhp_lightning.io.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
     check_compatible,
     load_checkpoint,
 )
-from vhp_lightning.config import (
+from vhp_lightning.io.config import (
     configure_torch,
     instantiate_group,
     plain_config,
@@ -56,7 +57,6 @@ from vhp_lightning.config import (
     redact_override,
     validate,
 )
-from vhp_lightning.datamodules.resumable import resumable_train_loader
 from vhp_lightning.module import EvaluationInterrupted, VHPModule
 
 try:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from vhp_lightning.io.instantiate import current_target
 from vhp_lightning.reports import (
     append_rows,
     find_runs,
@@ -29,7 +30,6 @@ from vhp_lightning.reports import (
     scheme_trace,
     switch_step,
 )
-from vhp_lightning.safe_instantiate import current_target
 
 DATASETS = {  # datamodule _target_ -> Table 2's column, in the paper's order
     "vhp_lightning.datamodules.mnist.MNISTDataModule": "dynamic MNIST",

@@ -12,7 +12,7 @@ Three numbers, all mean absolute angular errors in radians (decision 8):
 A ring gives two small numbers; a closed loop of another shape (folded, passing near its
 centre) gives a small kNN error and a large polar error; an uninformative latent gives two large
 ones (pi/2 for a latent that ignores the angle). Report them with the latent plot
-(``plots.plot_latents``) so a reader sees which case a run is in.
+(``analysis.figures.plot_latents``) so a reader sees which case a run is in.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 ``MeanNLL`` keeps a sum, a sum of squares and a count, all reduced by summation across processes,
 so under DDP every rank computes the mean over *all* images (each rank's shard weighted by its
 size), the same number a single process gets; ``NLLStandardError`` is the same metric reporting
-the standard error of that mean over the images (Table 2's +-). ``log_likelihood_batched`` bounds memory for any model's
-importance-sampled ``log_likelihood(x, n_samples, chunk_size)``. Used by ``VHPModule.test_step``
-(``test/nll``), ``vhp_lightning.evaluate`` and ``vhp_lightning.api``.
+the standard error of that mean over the images (Table 2's +-). ``log_likelihood_batched``
+bounds memory for any model's importance-sampled ``log_likelihood(x, n_samples, chunk_size)``.
+Used by ``VHPModule.test_step`` (``test/nll``), ``vhp_lightning.evaluate`` and
+``vhp_lightning.api``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """NLL vs rate vs distortion across the runs of a sweep (App. D.1, Fig. 19).
 
-python -m vhp_lightning.rate_distortion multirun/<sweep>/<date_time> [--out results] [--last 5]
+python -m vhp_lightning.reports.rate_distortion multirun/<sweep>/<date_time> [--out results]
+    [--last 5]
 # -> results/rate_distortion.png and results/rate_distortion.csv
 
 For every job folder of the sweep (one with ``.hydra/``), reads the CSV logger's

@@ -69,7 +69,7 @@ def validate(cfg: DictConfig) -> None:
             "checkpoint of this run dir; pass one of them, not both."
         )
     if "trainer" in cfg and "dataset" in cfg and "optim" in cfg:  # a train config
-        from vhp_lightning.schema import check_run_config
+        from vhp_lightning.io.schema import check_run_config
 
         check_run_config(cfg)  # types and ranges of the keys set by hand most often
 

@@ -1,6 +1,6 @@
 """The paper's interpolation analysis of a trained model, as files (sec. 2.3, 4.1, 4.2, 4.4).
 
-``interpolation_analysis`` draws, with ``vhp_lightning.interpolation``:
+``interpolation_analysis`` draws, with ``vhp_lightning.analysis.graph``:
 
 - ``strip_<k>.png``: ``n_strips`` decoded interpolation paths on the first graph, as image strips
   for image data (Fig. 4, 8) or as feature trajectories along the path for vectors such as the
@@ -30,13 +30,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from vhp_lightning.interpolation import (
+from vhp_lightning.analysis.figures import _to_2d, plot_graph_path, plot_image_strip
+from vhp_lightning.analysis.graph import (
     DisconnectedGraphError,
     build_graph,
     shortest_path,
     smoothness_factor,
 )
-from vhp_lightning.plots import _to_2d, plot_graph_path, plot_image_strip
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ The recipe of sec. 2.3, one function per step:
 4. ``interpolate``: the whole recipe for a model; decodes the path to the observable space.
 
 ``smoothness_factor`` is the movement-smoothness measure of sec. 4.2 (Fig. 7). Plots live in
-``vhp_lightning.plots``. Defaults (App. F): pendulum 1000 nodes / 18 neighbours, CMU 2530 / 15,
-Faces and Chairs 10000 / 18.
+``vhp_lightning.analysis.figures``. Defaults (App. F): pendulum 1000 nodes / 18 neighbours,
+CMU 2530 / 15, Faces and Chairs 10000 / 18.
 """
 
 from __future__ import annotations

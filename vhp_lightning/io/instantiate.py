@@ -5,7 +5,7 @@ anything is built, ``check_targets`` walks the whole config and refuses every ``
 not on an explicit list of the classes the project's own configs (``conf/``) use:
 ``ALLOWED_TARGETS``. No prefix is trusted and no function is allowed, so a Lightning helper that
 writes files (``pytorch_lightning.core.saving.save_hparams_to_yaml``), ``os.system`` or a module
-attribute leading out of the project (``vhp_lightning.checkpoint.os.system``) are all refused
+attribute leading out of the project (``vhp_lightning.io.checkpoint.os.system``) are all refused
 before anything is imported or run. ``safe_instantiate`` builds only the classes of one role
 (``MODEL_TARGETS`` for ``model``, ``DATA_TARGETS`` for ``dataset``): the trainer, loggers,
 callbacks and optimiser of a stored config are checked, never built. Used by ``vhp_lightning.api``
@@ -22,7 +22,7 @@ from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-import vhp_lightning.config  # noqa: F401  (registers the resolvers a stored config may use)
+import vhp_lightning.io.config  # noqa: F401  (registers the resolvers a stored config may use)
 
 # The classes the project's configs build (conf/**/*.yaml), by role; nothing else is trusted.
 MODEL_TARGETS: frozenset[str] = frozenset(
@@ -136,7 +136,7 @@ def _refuse(where: str, target: Any, why: str) -> UnsafeConfigError:
     return UnsafeConfigError(
         f"refusing to instantiate {where}={target!r}: {why}; nothing was imported or run. A "
         "stored config may only name the classes the project's configs use "
-        "(vhp_lightning.safe_instantiate.ALLOWED_TARGETS), never a function. Only open "
+        "(vhp_lightning.io.instantiate.ALLOWED_TARGETS), never a function. Only open "
         "checkpoints you trust; for your own class pass vhp_lightning.load(path, "
         "trusted=['your.module.Class']), or rebuild the model from your own config."
     )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from vhp_lightning.safe_instantiate import current_targets
+from vhp_lightning.io.instantiate import current_targets
 
 
 class CheckpointError(RuntimeError):
@@ -203,7 +203,7 @@ def check_compatible(
                 "resume=false) in another hydra.run.dir. Only run-length and output keys may "
                 "change on resume (trainer.max_steps, trainer.max_epochs, logger, callbacks, "
                 "test, nll_samples, data_dir, ...; see RESUME_MAY_CHANGE in "
-                "vhp_lightning/checkpoint.py)."
+                "vhp_lightning/io/checkpoint.py)."
             )
     saved = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     state_dict = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
