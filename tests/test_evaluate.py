@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -367,11 +368,24 @@ def test_table2_report_appends_rows_and_puts_ours_beside_the_paper(tmp_path: Pat
     assert "| VHP + REWO | REWO | 78.88 | 88.12 ± 0.38 |" in text
     assert "## ? nets, 9 training steps, S = 5000, 10000 test images" in text  # no run dir
     assert "| IWAE (L=2) | β = 1 | 80.66 | not run | 225.39 | 230.25 ± 0.50 |" in text
-    assert (figures / "table2_dynamic_mnist_mlp_8steps_seed1.png").stat().st_size > 10_000
-    # a rerun adds nothing and keeps every row as it was
-    before = csv_path.read_text()
+    figure = figures / "table2_dynamic_mnist_mlp_8steps_seed1.png"
+    assert figure.stat().st_size > 10_000
+    # the run's curves are kept beside the CSV: every 50th step, each phase change, the last step
+    curves = tmp_path / "t2" / "table2_dynamic_mnist_mlp_8steps_seed1_vhp_rewo.csv"
+    kept = [
+        (r["step"], float(r["beta"]), r["train_prior"], r["val_loss"]) for r in read_csv(curves)
+    ]
+    assert kept == [("0", 1e-4, "0.0", ""), ("3", pytest.approx(3e-3), "1.0", ""),
+                    ("7", 1.0, "1.0", "95.5")]  # fmt: skip
+    # a rerun adds nothing and keeps every row (and curve file) as it was
+    before, before_curves = csv_path.read_text(), curves.read_text()
     report_main(args)
-    assert csv_path.read_text() == before
+    assert csv_path.read_text() == before and curves.read_text() == before_curves
+    # the figure is redrawn from results/ alone, once the run dirs are gone
+    shutil.rmtree(runs)
+    figure.unlink()
+    report_main(["table2", "--out", str(md), "--csv", str(csv_path), "--figures", str(figures)])
+    assert figure.stat().st_size > 10_000
     # the table is rebuilt from the CSV alone, without the runs
     md.unlink()
     report_main(["table2", "--out", str(md), "--csv", str(csv_path)])

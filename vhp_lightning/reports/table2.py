@@ -11,8 +11,10 @@ be filled over several sessions.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -270,7 +272,17 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- the figure ------------------------------------------------------------------------------
+# --- the curves, kept beside the CSV, and the figure drawn from them ------------------------------
+TRACE_COLUMNS = ("step", "val_loss", "beta", "c_hat", "train_prior")
+TRACE_EVERY = 50  # keep every 50th step of the beta trace (and every change of phase)
+
+
+def group_slug(row: dict[str, Any]) -> str:
+    """``table2_<dataset>_<nets>_<steps>steps_seed<seed>``: one figure per such group."""
+    slug = f"table2_{row['dataset']}_{row['nets']}_{row['steps']}steps_seed{row['seed']}"
+    return slug.replace(" ", "_").replace("-", "_").lower()
+
+
 def validation_curve(job: Path) -> tuple[np.ndarray, np.ndarray]:
     """(step, ``val/loss``) of a run's CSV log: each model's bound at beta = 1 on validation."""
     points: dict[int, float] = {}
@@ -282,23 +294,65 @@ def validation_curve(job: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps, dtype=np.int64), np.array([points[s] for s in steps])
 
 
-def plot_curves(jobs: dict[str, Path], path: Path, title: str) -> None:
-    """Validation bound (beta = 1) and beta against the step, one line per Table 2 row."""
+def run_curves(job: Path) -> list[dict[str, Any]]:
+    """A training run's validation bound and beta trace as rows of ``TRACE_COLUMNS``.
+
+    The beta trace (logged at every step) is thinned to every ``TRACE_EVERY``-th step, keeping
+    the last step and each step where the phase changes, so the file stays a few kB.
+    """
+    rows: dict[int, dict[str, Any]] = {}
+    trace = scheme_trace(job)
+    phase = trace["train_prior"]
+    for i, step in enumerate(trace["step"]):
+        changed = i > 0 and phase[i] != phase[i - 1] and np.isfinite(phase[i - 1])
+        if step % TRACE_EVERY == 0 or changed or i == len(trace["step"]) - 1:
+            rows[int(step)] = {k: trace[k][i] for k in ("beta", "c_hat", "train_prior")}
+    for step, loss in zip(*validation_curve(job), strict=True):
+        rows.setdefault(int(step), {})["val_loss"] = loss
+    return [
+        {"step": s, **{k: v for k, v in rows[s].items() if np.isfinite(v)}} for s in sorted(rows)
+    ]
+
+
+def write_curves(job: Path, path: Path) -> None:
+    """Write ``run_curves(job)`` to ``path`` (temporary file, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(TRACE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(run_curves(job))
+    os.replace(tmp, path)
+
+
+def _column(rows: list[dict[str, str]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(step, value) of the rows where column ``key`` is set."""
+    kept = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+    steps, values = zip(*kept, strict=True) if kept else ((), ())
+    return np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
+
+
+def plot_curves(curves: dict[str, Path], path: Path, title: str) -> None:
+    """Validation bound (beta = 1) and beta against the step, one line per Table 2 row, from the
+    curve files ``{row: results/table2/<group>_<row>.csv}``."""
     import matplotlib.pyplot as plt
 
     fig, (ax_v, ax_b) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    for key, job in jobs.items():
+    finite: list[float] = []
+    for key, curve_csv in curves.items():
         label = PAPER[key][0]
-        steps, loss = validation_curve(job)
+        rows = read_csv(curve_csv)
+        steps, loss = _column(rows, "val_loss")
+        finite += [v for v in loss if math.isfinite(v)]
         (line,) = ax_v.plot(steps, loss, lw=1.2, marker=".", ms=3, label=label)
-        trace = scheme_trace(job)
-        if len(trace["step"]):
-            ax_b.plot(trace["step"], np.maximum(trace["beta"], 1e-12), lw=1, label=label,
+        beta_steps, beta = _column(rows, "beta")
+        if len(beta_steps):
+            ax_b.plot(beta_steps, np.maximum(beta, 1e-12), lw=1, label=label,
                       color=line.get_color())  # fmt: skip
-        switch = switch_step(trace)
-        if switch is not None:
-            ax_b.axvline(switch, color=line.get_color(), ls=":", lw=0.8)
-    finite = [v for job in jobs.values() for v in validation_curve(job)[1] if math.isfinite(v)]
+        phase_steps, phase = _column(rows, "train_prior")
+        on = np.flatnonzero(phase > 0.5)
+        if len(on) and on[0] > 0:
+            ax_b.axvline(phase_steps[on[0]], color=line.get_color(), ls=":", lw=0.8)
     if finite:  # the first validations of REWO (beta ~ 1e-4) are far above the rest
         ax_v.set_ylim(min(finite) - 2, float(np.percentile(finite, 80)) + 5)
     ax_v.set(xlabel="step", ylabel="nats", title="validation bound at β = 1 (−ELBO or −IW bound)")
@@ -312,7 +366,9 @@ def plot_curves(jobs: dict[str, Path], path: Path, title: str) -> None:
 
 
 def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:
-    """Collect ``paths`` into ``csv_path``, return the table and what was done (lines)."""
+    """Collect ``paths`` into ``csv_path`` and each training run's curves into
+    ``<csv_path without .csv>/<group>_<row>.csv`` (never overwritten); with ``figures_dir``,
+    draw one figure per group from every curve file present. Returns the table and notes."""
     notes = []
     pairs = collect(paths)
     if paths:
@@ -324,15 +380,23 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             "with test/nll in csv/metrics.csv, or the metrics.json of vhp_lightning.evaluate); "
             "run `python -m vhp_lightning.train -m experiment=table2` first"
         )
+    curves_dir = csv_path.with_suffix("")
+    for job, row in pairs:
+        curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
+        if row["source"] == "train" and not curve_csv.is_file():
+            write_curves(job, curve_csv)
+            notes.append(f"curves {curve_csv}")
     if figures_dir is not None:
-        groups: dict[tuple[str, str, Any, Any], dict[str, Path]] = {}
-        for job, row in pairs:
-            if row["source"] == "train":
-                group = (row["dataset"], row["nets"], row["steps"], row["seed"])
-                groups.setdefault(group, {})[row["row"]] = job
-        for (dataset, nets, steps, seed), jobs in groups.items():
-            jobs = {k: jobs[k] for k in PAPER if k in jobs}
-            slug = f"table2_{dataset}_{nets}_{steps}steps_seed{seed}".replace(" ", "_").lower()
-            plot_curves(jobs, figures_dir / f"{slug}.png", f"{dataset}, {nets} nets, seed {seed}")
+        groups: dict[str, dict[str, Path]] = {}
+        titles: dict[str, str] = {}
+        for row in read_csv(csv_path):
+            curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
+            if row["source"] == "train" and curve_csv.is_file():
+                groups.setdefault(group_slug(row), {})[row["row"]] = curve_csv
+                what = (row["dataset"], row["nets"], row["steps"], row["seed"])
+                titles[group_slug(row)] = "{}, {} nets, {} steps, seed {}".format(*what)
+        for slug, curves in groups.items():
+            curves = {k: curves[k] for k in PAPER if k in curves}
+            plot_curves(curves, figures_dir / f"{slug}.png", titles[slug])
             notes.append(f"figure {figures_dir}/{slug}.png")
     return table(read_csv(csv_path)), notes
