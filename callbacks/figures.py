@@ -11,9 +11,7 @@ training RNG stream is left untouched.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from vhp_lightning.analysis.pendulum import (
     prior_fit_report,
 )
 from vhp_lightning.callbacks.base import BetaScheme
+from vhp_lightning.io.files import write_json, write_text
 
 
 class RunFigures(Callback):
@@ -275,7 +274,7 @@ class PendulumFigures(RunFigures):
     def _write_metrics(self, trainer: pl.Trainer) -> None:
         """``pendulum_metrics.json``: the last snapshot's row (the end of training)."""
         report = dict(self.snapshots[-1])
-        _atomic_write_json(self.dirpath / "pendulum_metrics.json", report)
+        write_json(self.dirpath / "pendulum_metrics.json", report, default=float)
         for lg in trainer.loggers:
             lg.log_metrics(
                 {
@@ -308,13 +307,4 @@ def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
     """All rows (same keys) as one CSV, written atomically."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = [",".join(keys)] + [",".join(f"{r.get(k, '')}" for k in keys) for r in rows]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")

@@ -30,6 +30,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from vhp_lightning.io.files import atomic_open
+
 
 class RNGStateCallback(Callback):
     """Saves the torch/CUDA/NumPy/Python RNG states in checkpoints and restores them on resume.
@@ -160,12 +162,10 @@ class _AppendingWriter(ExperimentWriter):
         if not rows:
             os.remove(path)
             return
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
         self.metrics_keys, self.rows = header, len(rows)
 
     def save(self) -> None:

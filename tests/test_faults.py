@@ -362,3 +362,29 @@ def test_torch_runtime_error_on_a_full_disk_is_one_clear_error(compose_cfg, good
     assert "resume with resume=true" in str(err.value)
     assert good_ckpt.read_bytes() == before
     assert sorted(p.name for p in good_ckpt.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_atomic_writes_keep_the_old_file_whole_on_any_failure(tmp_path: Path) -> None:
+    """The one writer of results, curves and checkpoints: all or nothing, the usual mode."""
+    from vhp_lightning.io.files import atomic_open, write_json, write_text
+
+    path = tmp_path / "new" / "rows.csv"
+    write_text(path, "a,b\n1,2\n")  # creates the folder
+    assert path.read_text() == "a,b\n1,2\n"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    for error in (KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")):
+        with pytest.raises(type(error)), atomic_open(path) as f:
+            f.write("a,b\n3,")
+            raise error
+        assert path.read_text() == "a,b\n1,2\n"
+        assert sorted(p.name for p in path.parent.iterdir()) == ["rows.csv"]
+    write_json(tmp_path / "m.json", {"nll": 88.5, "n": 2})
+    assert (tmp_path / "m.json").read_text() == '{\n  "nll": 88.5,\n  "n": 2\n}\n'
+    with pytest.raises(ValueError, match="mode 'w' or 'wb', not 'a'"), atomic_open(path, "a"):
+        pass
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

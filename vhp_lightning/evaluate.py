@@ -16,11 +16,9 @@ atomically), figures beside it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood
 from vhp_lightning.api import TrainedModel, load
 from vhp_lightning.bounds import gaussian_kl_std_normal, reparameterize
 from vhp_lightning.io.config import configure_torch
+from vhp_lightning.io.files import write_json
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "val", "train")
@@ -258,20 +257,6 @@ def load_split(trained: TrainedModel, cfg: DictConfig) -> tuple[torch.Tensor, to
     return torch.cat(xs), torch.cat(labels)
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Load ``cfg.ckpt_path``, compute ``cfg.metrics`` on ``cfg.split``, write
     ``out_dir/metrics.json``; returns what it wrote."""
@@ -303,7 +288,7 @@ def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         torch.manual_seed(int(cfg.seed))
         result["metrics"][name] = METRICS[name](ctx)
         result["seconds"][name] = round(time.perf_counter() - start, 3)
-        write_json(result, out_dir / "metrics.json")  # after each metric: partial results survive
+        write_json(out_dir / "metrics.json", result)  # after each metric: partial results survive
     summary = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for m in result["metrics"].values()

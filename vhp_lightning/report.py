@@ -11,9 +11,9 @@ python -m vhp_lightning.report cmu_interpolation multirun/cmu_interpolation/<dat
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from vhp_lightning.io.files import write_text
 from vhp_lightning.reports import pendulum_table1, table2
 from vhp_lightning.reports.cmu_interpolation import cmu_interpolation
 
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"{args.table} takes one sweep_dir")
     else:  # cmu_interpolation: its figures go to results/<table>/
         text = cmu_interpolation(args.sweep_dir[0], figures_dir=out.with_suffix(""))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    write_text(out, text)
     print(text + f"\nwritten to {out}")
     return out
 

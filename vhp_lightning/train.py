@@ -57,6 +57,7 @@ from vhp_lightning.io.config import (
     redact_override,
     validate,
 )
+from vhp_lightning.io.files import write_text
 from vhp_lightning.module import EvaluationInterrupted, VHPModule
 
 try:
@@ -298,9 +299,7 @@ def _redact_saved_config() -> None:
         data = yaml.safe_load(path.read_text())
         clean = redact(data)
         if clean != data:
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text(yaml.safe_dump(clean, sort_keys=False))
-            tmp.replace(path)
+            write_text(path, yaml.safe_dump(clean, sort_keys=False))
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:

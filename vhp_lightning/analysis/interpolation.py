@@ -37,6 +37,7 @@ from vhp_lightning.analysis.graph import (
     shortest_path,
     smoothness_factor,
 )
+from vhp_lightning.io.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def _write_csv(path: Path, header: list[str] | tuple[str, ...], rows: list[list[Any]]) -> None:
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from vhp_lightning.io.files import atomic_open
 from vhp_lightning.io.instantiate import current_targets
 
 
@@ -24,12 +24,6 @@ class CheckpointError(RuntimeError):
 def _write(checkpoint: dict[str, Any], f: Any) -> None:
     """Serialise ``checkpoint`` into the open binary file ``f`` (tests make it fail)."""
     torch.save(checkpoint, f)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,19 +41,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
-        tmp: str | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_open(path, "wb") as f:
                 _write(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; use the usual mode
-            os.replace(tmp, path)
         except BaseException as err:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             if isinstance(err, (OSError, RuntimeError)) and _is_write_failure(err):
                 raise CheckpointError(_write_failure_message(path, err)) from err
             raise

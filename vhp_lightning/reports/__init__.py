@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+
+from vhp_lightning.io.files import atomic_open
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -82,13 +83,10 @@ def append_rows(
             have.add(k)
             new.append(r)
     if new:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_open(csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
             writer.writeheader()
             writer.writerows([*existing, *new])
-        os.replace(tmp, csv_path)
     return len(new), len(rows) - len(new)
 
 

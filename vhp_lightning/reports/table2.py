@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from vhp_lightning.io.files import atomic_open
 from vhp_lightning.io.instantiate import current_target
 from vhp_lightning.reports import (
     append_rows,
@@ -315,14 +315,11 @@ def run_curves(job: Path) -> list[dict[str, Any]]:
 
 
 def write_curves(job: Path, path: Path) -> None:
-    """Write ``run_curves(job)`` to ``path`` (temporary file, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    """Write ``run_curves(job)`` to ``path`` atomically."""
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(TRACE_COLUMNS))
         writer.writeheader()
         writer.writerows(run_curves(job))
-    os.replace(tmp, path)
 
 
 def _column(rows: list[dict[str, str]], key: str) -> tuple[np.ndarray, np.ndarray]:
