@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior
@@ -293,13 +294,15 @@ class PendulumFigures(RunFigures):
         self.snapshots = list(state_dict.get("snapshots", []))
 
 
+IMAGE_LOGGERS = (TensorBoardLogger, WandbLogger)  # the loggers log_figure sends figures to
+
+
 def log_figure(trainer: pl.Trainer, key: str, fig: Figure, path: Path) -> None:
     """Send a figure to every logger that takes images (TensorBoard, W&B); CSV has none."""
     for lg in trainer.loggers:
-        kind = type(lg).__name__
-        if kind == "TensorBoardLogger":
+        if isinstance(lg, TensorBoardLogger):
             lg.experiment.add_figure(key, fig, global_step=trainer.global_step, close=False)
-        elif kind == "WandbLogger":
+        elif isinstance(lg, WandbLogger):
             lg.log_image(key=key, images=[str(path)], step=trainer.global_step)
 
 

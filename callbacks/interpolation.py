@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
 from vhp_lightning.analysis.interpolation import interpolation_analysis
-from vhp_lightning.callbacks.figures import log_figure
+from vhp_lightning.callbacks.figures import IMAGE_LOGGERS, log_figure
 
 SPLITS = ("train", "val", "test")
 
@@ -77,8 +77,7 @@ class InterpolationAnalysis(Callback):
         metrics = {f"interpolation/{k}": v for k, v in self.summary.items()}
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
-        takes_images = {"TensorBoardLogger", "WandbLogger"}
-        if not any(type(lg).__name__ in takes_images for lg in trainer.loggers):
+        if not any(isinstance(lg, IMAGE_LOGGERS) for lg in trainer.loggers):
             return self.summary
         for png in sorted(self.dirpath.glob("*.png")):
             fig = _png_figure(png)

@@ -159,3 +159,36 @@ def test_library_modules_leave_the_backend_to_the_entry_point(tmp_path: Path) ->
     )  # fmt: skip
     assert headless.returncode == 0, headless.stderr
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_figures_go_to_image_loggers_and_their_subclasses_only(tmp_path: Path) -> None:
+    """log_figure picks loggers by class (a user's subclass counts), CSV gets nothing."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class MyWandb(WandbLogger):  # no W&B run: only the call is recorded
+        def __init__(self) -> None:
+            self.images: list[tuple[str, list[str], int]] = []
+
+        def log_image(self, key: str, images: list, step: int | None = None, **kw) -> None:  # type: ignore[override]
+            self.images.append((key, images, step))
+
+    class MyTensorBoard(TensorBoardLogger):
+        pass
+
+    tb, wb = MyTensorBoard(tmp_path / "tb"), MyWandb()
+    trainer = SimpleNamespace(loggers=[CSVLogger(tmp_path / "csv"), tb, wb], global_step=7)
+    fig = plt.figure()
+    png = tmp_path / "fig.png"
+    fig.savefig(png)
+    figures_module.log_figure(trainer, "pendulum/latents", fig, png)  # type: ignore[arg-type]
+    plt.close(fig)
+    tb.experiment.flush()
+    events = EventAccumulator(tb.log_dir)
+    events.Reload()
+    assert events.Tags()["images"] == ["pendulum/latents"]
+    assert events.Images("pendulum/latents")[0].step == 7
+    assert wb.images == [("pendulum/latents", [str(png)], 7)]
+    assert not list((tmp_path / "csv").rglob("*.png"))

@@ -38,6 +38,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -308,7 +309,7 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _finish_wandb(loggers: list[Any]) -> None:
     """Close the W&B run so each multirun job gets its own run."""
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
 
         wandb.finish()
