@@ -3,7 +3,8 @@
 python -m vhp_lightning.report pendulum_table1 multirun/pendulum_table1/<date_time> [run dir ...]
 # -> rows appended to results/pendulum_table1.csv; results/pendulum_table1.md from all rows
 python -m vhp_lightning.report table2 multirun/table2/<date_time> [run or evaluate dir ...]
-# -> rows appended to results/table2.csv; results/table2.md from all rows
+# -> rows appended to results/table2.csv, each run's curves to results/table2/;
+#    results/table2.md from all rows
 python -m vhp_lightning.report cmu_interpolation multirun/cmu_interpolation/<date_time>
 # -> results/cmu_interpolation.md and its figures in results/cmu_interpolation/
 """
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> Path:
         "--figures",
         type=Path,
         default=None,
-        help="pendulum_table1, table2: where the figures of the given runs go (default: none)",
+        help="pendulum_table1: where the figures of the given runs go; table2: where the "
+        "figures of every run kept in results/table2/ go (default: none)",
     )
     args = parser.parse_args(argv)
     for folder in args.sweep_dir:
