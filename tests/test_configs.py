@@ -149,3 +149,10 @@ def test_explicit_override_beats_dataset_default(compose_cfg) -> None:
     assert cfg.optim.scheme.kappa == 0.05 and cfg.model._target_.endswith("VAE")
     cfg = compose_cfg("paper.lr=3e-4", tiny=False)
     assert cfg.optim.optimizer.lr == 3e-4
+
+
+def test_cmu_interpolation_runs_at_kappa_0_1_and_the_dataset_keeps_app_f(compose_cfg) -> None:
+    """Decision 14: the experiment's REWO uses kappa = 0.1; dataset=cmu_mocap alone keeps 0.02."""
+    cfg = compose_cfg("experiment=cmu_interpolation", tiny=False)
+    assert (cfg.optim.kappa, cfg.optim.scheme.kappa, cfg.paper.likelihood.sigma) == (0.1, 0.1, None)
+    assert compose_cfg("dataset=cmu_mocap", tiny=False).optim.scheme.kappa == 0.02
