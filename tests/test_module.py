@@ -1,7 +1,9 @@
-"""VHPModule: the two-optimiser manual step of Alg. 1, step counting, and NaN handling."""
+"""VHPModule: the manual step of Alg. 1 (one optimiser, the prior group frozen in the initial
+phase), step counting, old two-optimiser checkpoints, and NaN handling."""
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -11,7 +13,11 @@ import torch
 
 from vhp_lightning.callbacks.rewo import REWO
 from vhp_lightning.datamodules.pendulum import PendulumDataModule
-from vhp_lightning.io.checkpoint import AtomicCheckpointIO, load_checkpoint
+from vhp_lightning.io.checkpoint import (
+    AtomicCheckpointIO,
+    load_checkpoint,
+    merge_optimizer_states,
+)
 from vhp_lightning.models.vhp import VHP
 from vhp_lightning.module import NonFiniteLossError, VHPModule
 from vhp_lightning.nets import MLP, GaussianMLP
@@ -68,6 +74,11 @@ def test_initial_phase_freezes_prior_bitwise(tmp_path: Path) -> None:
     assert all(not torch.equal(before[k], after[k]) for k in vae if k.endswith("weight"))
     assert scheme.beta == 1e-4 and not module.train_prior
     assert trainer.global_step == 10
+    # The prior group has no Adam state yet: its moments start at the switch (Alg. 1).
+    opt = trainer.optimizers[0]
+    assert len(opt.param_groups) == 2
+    assert all(p not in opt.state for p in opt.param_groups[1]["params"])
+    assert all(int(opt.state[p]["step"]) == 10 for p in opt.param_groups[0]["params"])
 
 
 def test_main_phase_trains_prior_and_counts_one_step_per_batch(tmp_path: Path) -> None:
@@ -79,8 +90,103 @@ def test_main_phase_trains_prior_and_counts_one_step_per_batch(tmp_path: Path) -
     after = module.model.prior_encoder.state_dict()
     assert scheme.switch_step == 0 and module.train_prior
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert trainer.global_step == 12  # two optimisers, still one step per batch
+    assert trainer.global_step == 12  # one optimiser step per batch
     assert scheme.step == 12 and 1e-4 < scheme.beta <= 1.0
+
+
+def _two_adams_reference(model: VHP, batches: list[torch.Tensor], switch: int) -> None:
+    """The scheme this module replaced: theta/phi and Theta/Phi in two Adams, the second
+    stepped only from batch ``switch`` on (beta fixed at 0.5)."""
+    vae = torch.optim.Adam(list(model.vae_parameters()), lr=1e-3, foreach=True)
+    prior = torch.optim.Adam(list(model.prior_parameters()), lr=1e-3, foreach=True)
+    for i, x in enumerate(batches):
+        vae.zero_grad(set_to_none=True)
+        prior.zero_grad(set_to_none=True)
+        model.loss(x, beta=0.5)["loss"].backward()
+        vae.step()
+        if i >= switch:
+            prior.step()
+
+
+def _one_adam(model: VHP, batches: list[torch.Tensor], switch: int) -> torch.optim.Optimizer:
+    """``VHPModule``'s step outside Lightning: one Adam, the prior's grads dropped before
+    ``switch``."""
+    groups = [{"params": list(model.vae_parameters())}, {"params": list(model.prior_parameters())}]
+    opt = torch.optim.Adam(groups, lr=1e-3, foreach=True)
+    for i, x in enumerate(batches):
+        opt.zero_grad(set_to_none=True)
+        model.loss(x, beta=0.5)["loss"].backward()
+        if i < switch:
+            for p in model.prior_parameters():
+                p.grad = None
+        opt.step()
+    return opt
+
+
+def test_one_optimiser_with_frozen_prior_group_equals_two_optimisers_bitwise() -> None:
+    torch.manual_seed(0)
+    batches = [torch.rand(8, 256) for _ in range(6)]
+    torch.manual_seed(1)
+    a = tiny_vhp()
+    b = tiny_vhp()
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(2)
+    _two_adams_reference(a, batches, switch=3)
+    torch.manual_seed(2)
+    _one_adam(b, batches, switch=3)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_merged_two_optimiser_state_continues_bitwise() -> None:
+    """A checkpoint of the old two-optimiser module resumes into the one-optimiser module."""
+    torch.manual_seed(0)
+    a = tiny_vhp()
+    b = tiny_vhp()
+    b.load_state_dict(a.state_dict())
+    x = [torch.rand(8, 256) for _ in range(4)]
+    opts = [
+        torch.optim.Adam(list(a.vae_parameters()), lr=1e-3, foreach=True),
+        torch.optim.Adam(list(a.prior_parameters()), lr=1e-3, foreach=True),
+    ]
+    for xi in x[:2]:  # the old module's first two steps, both optimisers stepped
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        a.loss(xi, beta=0.5)["loss"].backward()
+        for opt in opts:
+            opt.step()
+    # A deep copy, as from a checkpoint file: load_state_dict keeps the tensors it is given.
+    merged = copy.deepcopy(merge_optimizer_states([opt.state_dict() for opt in opts]))
+    b.load_state_dict(a.state_dict())
+    groups = [{"params": list(b.vae_parameters())}, {"params": list(b.prior_parameters())}]
+    one = torch.optim.Adam(groups, lr=1e-3, foreach=True)
+    one.load_state_dict(merged)
+    for i, xi in enumerate(x[2:]):
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        torch.manual_seed(i)  # the same reparameterisation noise for both
+        a.loss(xi, beta=0.5)["loss"].backward()
+        for opt in opts:
+            opt.step()
+        one.zero_grad(set_to_none=True)
+        torch.manual_seed(i)
+        b.loss(xi, beta=0.5)["loss"].backward()
+        one.step()
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_old_two_optimiser_checkpoint_is_merged_on_load() -> None:
+    module = VHPModule(tiny_vhp(), optimizer=_adam())
+    sd = [{"state": {0: {"step": 1}}, "param_groups": [{"lr": 1.0, "params": [0, 1]}]}] * 2
+    ckpt = {"optimizer_states": list(sd)}
+    module.on_load_checkpoint(ckpt)
+    assert ckpt["optimizer_states"] == [
+        {
+            "state": {0: {"step": 1}, 2: {"step": 1}},
+            "param_groups": [{"lr": 1.0, "params": [0, 1]}, {"lr": 1.0, "params": [2, 3]}],
+        }
+    ]
 
 
 class _NaNAfter(torch.nn.Module):

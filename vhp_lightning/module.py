@@ -1,8 +1,9 @@
-"""``VHPModule``: the only file that knows the Trainer. Manual optimisation with two optimisers.
+"""``VHPModule``: the only file that knows the Trainer. Manual optimisation, one optimiser.
 
-One training step (Alg. 1; ``STYLE.md``): the model returns its loss at the current beta
-(nll + beta * kl for the VHP), its parts and the constraint C_ba -> ``manual_backward`` -> step
-the theta/phi optimiser, and the Theta/Phi optimiser only while ``train_prior`` is on -> return
+One training step (Alg. 1): the model returns its loss at the current beta (nll + beta * kl for
+the VHP), its parts and the constraint C_ba -> ``manual_backward`` -> one optimiser step over two
+parameter groups, theta/phi (encoder, decoder) and Theta/Phi (the prior nets), where the
+Theta/Phi gradients are dropped while ``train_prior`` is off (REWO's initial phase) -> return
 C_ba. A beta-scheme callback (``callbacks/``) reads C_ba and sets ``beta`` and ``train_prior``
 for the next step; this module never imports a callback.
 """
@@ -14,7 +15,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,8 +24,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
+from vhp_lightning.io.checkpoint import merge_optimizer_states
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 log = logging.getLogger(__name__)
 NLL_SLICE = 10  # images per importance-sampled slice of test/nll: a signal is seen between slices
 
@@ -53,8 +55,8 @@ class VHPModule(pl.LightningModule):
 
     Args:
         model: the generative model (``loss``, ``vae_parameters``, ``prior_parameters``).
-        optimizer: factory (a Hydra ``_partial_``) for the theta/phi optimiser.
-        prior_optimizer: factory for the Theta/Phi optimiser; defaults to ``optimizer``.
+        optimizer: factory (a Hydra ``_partial_``) of the optimiser; it gets two parameter
+            groups, theta/phi and Theta/Phi (``configure_optimizers``).
         beta: initial weight of the KL term (a scheme callback overrides it).
         train_prior: initial phase flag (a scheme callback overrides it).
         config: the resolved run config, stored in checkpoints for reloading (optional).
@@ -77,7 +79,6 @@ class VHPModule(pl.LightningModule):
         self,
         model: nn.Module,
         optimizer: OptimizerFactory,
-        prior_optimizer: OptimizerFactory | None = None,
         beta: float = 1.0,
         train_prior: bool = True,
         config: dict[str, Any] | None = None,
@@ -91,7 +92,6 @@ class VHPModule(pl.LightningModule):
         self.automatic_optimization = False
         self.model = model
         self.optimizer_factory = optimizer
-        self.prior_optimizer_factory = prior_optimizer or optimizer
         self.beta = float(beta)
         self.train_prior = bool(train_prior)
         self.config = config
@@ -121,15 +121,17 @@ class VHPModule(pl.LightningModule):
         self.test_nll_se = NLLStandardError()  # its standard error over the images
 
     # --- optimisation -------------------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        opts = [self.optimizer_factory(list(self.model.vae_parameters()))]
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One optimiser, two parameter groups: theta/phi (``vae_parameters``) and, if the model
+        has a learned prior, Theta/Phi (``prior_parameters``). In REWO's initial phase the
+        Theta/Phi gradients are set to ``None`` before the step; Adam (like every torch
+        optimiser) leaves a parameter without a gradient untouched, moments and step count
+        included, so this is the same as a second optimiser stepped only in the main phase,
+        and ``global_step`` counts training iterations of Alg. 1."""
+        groups: list[dict[str, Any]] = [{"params": list(self.model.vae_parameters())}]
         if self._has_prior:
-            opts.append(self.prior_optimizer_factory(list(self.model.prior_parameters())))
-        return opts
-
-    def _optimizers(self) -> list[Any]:
-        opts = self.optimizers()
-        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+            groups.append({"params": list(self.model.prior_parameters())})
+        return self.optimizer_factory(groups)
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = _inputs(batch)
@@ -146,16 +148,13 @@ class VHPModule(pl.LightningModule):
                 " Training stopped before the bad update; the last checkpoint on disk is the last "
                 "good state. Lower optim.optimizer.lr or check the data."
             )
-        opts = self._optimizers()
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        opts[0].step()
-        if self.train_prior and len(opts) > 1:
-            # Through the strategy (precision plugins still apply) rather than the
-            # LightningOptimizer wrapper, so that `global_step` and `max_steps` count training
-            # iterations of Alg. 1, not optimizer calls (Lightning counts each wrapped step).
-            self.trainer.strategy.optimizer_step(opts[1].optimizer, closure=_no_closure)
+        if not self.train_prior:  # initial phase (Alg. 1): the prior nets Theta/Phi stay fixed
+            for p in self.model.prior_parameters():
+                p.grad = None
+        opt.step()
         self.log("train/loss", loss.detach(), prog_bar=True, logger=False)  # progress bar only
         step = self.global_step - 1  # the batch just trained: the step the loggers record
         if step % self.log_parts_every_n_steps == 0 and self.loggers:
@@ -273,6 +272,11 @@ class VHPModule(pl.LightningModule):
         checkpoint["vhp_beta"] = {"beta": self.beta, "train_prior": self.train_prior}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before 2026-12-02 hold two optimisers (theta/phi, Theta/Phi): the
+        # same state as the two parameter groups of today's one optimiser.
+        states = checkpoint.get("optimizer_states")
+        if isinstance(states, list) and len(states) == 2:
+            checkpoint["optimizer_states"] = [merge_optimizer_states(states)]
         state = checkpoint.get("vhp_beta")
         if state:
             self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])
@@ -312,10 +316,6 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-
-
-def _no_closure() -> None:
-    """Manual optimisation: the backward pass already ran before the step."""
 
 
 def _inputs(batch: Any) -> torch.Tensor:

@@ -106,6 +106,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ckpt
 
 
+def merge_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One optimiser ``state_dict`` whose parameter groups are those of ``states`` in order.
+
+    The state of optimisers over disjoint parameter lists ``[A], [B]`` becomes the state of one
+    optimiser over the parameter groups ``[A, B]``: group and per-parameter entries are kept,
+    the parameter indices of each later optimiser are shifted past the earlier ones'. Loading
+    it into ``Opt([{"params": A}, {"params": B}])`` continues exactly as the separate ones would.
+    """
+    merged: dict[str, Any] = {"state": {}, "param_groups": []}
+    offset = 0
+    for sd in states:
+        ids = [i for group in sd["param_groups"] for i in group["params"]]
+        shift = {i: offset + k for k, i in enumerate(ids)}
+        merged["state"].update({shift[i]: v for i, v in sd["state"].items()})
+        merged["param_groups"] += [
+            {**g, "params": [shift[i] for i in g["params"]]} for g in sd["param_groups"]
+        ]
+        offset += len(ids)
+    return merged
+
+
 # Config keys a resumed run may change: run length, evaluation cadence, where the data and outputs
 # live, logging and callbacks (observers). Everything else (model, optimiser, beta scheme, data,
 # seed, batch size, devices, precision, ...) must equal the checkpoint's: the restored state
