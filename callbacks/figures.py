@@ -12,10 +12,12 @@ training RNG stream is left untouched.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
+import matplotlib.image
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -24,7 +26,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior
+from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior, save_figure
 from vhp_lightning.analysis.pendulum import (
     knn_angle_error,
     latent_angle_report,
@@ -113,33 +115,28 @@ class RunFigures(Callback):
         self._write_trace(trainer)
 
     # --- pieces -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _encode(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
-        """q(z|x) means and stds of the split's first ``max_points`` points, the batches'
-        second items (``None`` if they carry none) and ``n_prior_samples`` z ~ p(z)."""
+    def _encode(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """q(z|x) means and stds ``(N, d)`` of the split's first ``max_points`` points, the
+        batches' second items ``(N,)`` (``None`` if they carry none) and ``n_prior_samples``
+        z ~ p(z)."""
         dm = trainer.datamodule
         dm.setup("test")
         loader = dm.test_dataloader() if self.split == "test" else dm.val_dataloader()
-        was_training = pl_module.training
-        pl_module.eval()
-        device = pl_module.device
-        fork = [device.index or 0] if device.type == "cuda" else []
         means, stds, labels, n = [], [], [], 0
-        try:
-            with torch.random.fork_rng(devices=fork):  # keep the training RNG stream untouched
-                for batch in loader:
-                    x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                    mean, logvar = pl_module.model.encode(x.to(device))
-                    means.append(mean.float().cpu())
-                    stds.append((0.5 * logvar).exp().float().cpu())
-                    if isinstance(batch, (list, tuple)) and len(batch) > 1:
-                        labels.append(torch.as_tensor(batch[1]).reshape(len(x), -1)[:, 0])
-                    n += len(x)
-                    if self.max_points is not None and n >= self.max_points:
-                        break
-                prior = pl_module.model.sample_prior(self.n_prior_samples).float().cpu()
-        finally:
-            pl_module.train(was_training)
+        with evaluating(pl_module):
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                mean, logvar = pl_module.model.encode(x.to(pl_module.device))
+                means.append(mean.float().cpu())
+                stds.append((0.5 * logvar).exp().float().cpu())
+                if isinstance(batch, (list, tuple)) and len(batch) > 1:
+                    labels.append(torch.as_tensor(batch[1]).reshape(len(x), -1)[:, 0])
+                n += len(x)
+                if self.max_points is not None and n >= self.max_points:
+                    break
+            prior = pl_module.model.sample_prior(self.n_prior_samples).float().cpu()
         k = n if self.max_points is None else min(n, self.max_points)
         return (
             torch.cat(means)[:k].numpy(),
@@ -179,11 +176,9 @@ class RunFigures(Callback):
         self._save(trainer, "beta_trace", fig)
 
     def _save(self, trainer: pl.Trainer, name: str, fig: Figure) -> None:
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        log_figure(trainer, f"figures/{name.split('_step')[0]}", fig, path)
-        plt.close(fig)
+        """Write ``<dirpath>/<name>.png`` and send it to the image loggers."""
+        path = save_figure(fig, self.dirpath / f"{name}.png")
+        log_image(trainer, f"figures/{name.split('_step')[0]}", path)
         if path not in self.figure_paths:
             self.figure_paths.append(path)
 
@@ -294,14 +289,28 @@ class PendulumFigures(RunFigures):
         self.snapshots = list(state_dict.get("snapshots", []))
 
 
-IMAGE_LOGGERS = (TensorBoardLogger, WandbLogger)  # the loggers log_figure sends figures to
+@contextmanager
+def evaluating(pl_module: pl.LightningModule) -> Iterator[None]:
+    """Eval mode and no gradients inside; on exit the module's mode and the global RNG state
+    (CPU, and the module's GPU) are as before, so drawing leaves the training stream untouched."""
+    was_training = pl_module.training
+    device = pl_module.device
+    fork = [device.index or 0] if device.type == "cuda" else []
+    pl_module.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=fork):
+            yield
+    finally:
+        pl_module.train(was_training)
 
 
-def log_figure(trainer: pl.Trainer, key: str, fig: Figure, path: Path) -> None:
-    """Send a figure to every logger that takes images (TensorBoard, W&B); CSV has none."""
+def log_image(trainer: pl.Trainer, key: str, path: Path) -> None:
+    """Send a saved PNG to every logger that takes images (TensorBoard, W&B; a user's subclass
+    counts) at the trainer's step; CSV has none."""
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
-            lg.experiment.add_figure(key, fig, global_step=trainer.global_step, close=False)
+            image = matplotlib.image.imread(path)[..., :3]  # (H, W, RGB) in [0, 1]
+            lg.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
         elif isinstance(lg, WandbLogger):
             lg.log_image(key=key, images=[str(path)], step=trainer.global_step)
 

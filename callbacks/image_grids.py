@@ -4,7 +4,7 @@ Every ``every_n_steps`` optimiser steps (and once at the end of ``fit``), for a 
 ``n_images`` data points of one split: ``reconstructions_step<k>.png`` (rows of data and their
 reconstructions E[x|z = mean of q(z|x)] alternating) and ``samples_step<k>.png`` (E[x|z] for
 z ~ p(z), the model's prior, eq. 13 for the VHP). Saved under ``dirpath`` and sent to
-TensorBoard/W&B via ``vhp_lightning.callbacks.figures.log_figure``. Needs image data
+TensorBoard/W&B via ``vhp_lightning.callbacks.figures.log_image``. Needs image data
 (``datamodule.data_shape = [C, H, W]``); other data are skipped, with one warning when
 ``require_images`` (``callbacks=image_grids``), silently in the default callbacks, which draw
 the grids of image datasets at the end of every run. The training RNG stream is left untouched.
@@ -12,19 +12,16 @@ the grids of image datasets at the end of every run. The training RNG stream is 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 import torch
-from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
-from torchvision.utils import make_grid
 
-from vhp_lightning.callbacks.figures import log_figure
+from vhp_lightning.analysis.figures import plot_image_grid, save_figure
+from vhp_lightning.callbacks.figures import evaluating, log_image
 
 
 class ImageGrids(Callback):
@@ -98,17 +95,11 @@ class ImageGrids(Callback):
                 "skipped. Drop callbacks=image_grids for this dataset."
             )
             return
-        model, device = pl_module.model, pl_module.device
-        was_training = pl_module.training
-        pl_module.eval()
-        fork = [device.index or 0] if device.type == "cuda" else []
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=fork):
-                x = self._data(trainer).to(device)
-                recon = model.decode(model.encode(x)[0]).view(-1, *shape)
-                samples = model.sample(self.n_images).view(-1, *shape)
-        finally:
-            pl_module.train(was_training)
+        model = pl_module.model
+        with evaluating(pl_module):
+            x = self._data(trainer).to(pl_module.device)
+            recon = model.decode(model.encode(x)[0]).view(-1, *shape)
+            samples = model.sample(self.n_images).view(-1, *shape)
         step = trainer.global_step
         rows = _interleave_rows(x.cpu(), recon.float().cpu(), self.nrow)
         self.figure_paths = [
@@ -132,12 +123,10 @@ class ImageGrids(Callback):
         return self._fixed
 
     def _save(self, trainer: pl.Trainer, name: str, images: torch.Tensor, title: str) -> Path:
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"{name}_step{trainer.global_step}.png"
-        fig = grid_figure(images, self.nrow, title)
-        fig.savefig(path, dpi=100)
-        log_figure(trainer, f"images/{name}", fig, path)
-        plt.close(fig)
+        """Write ``<dirpath>/<name>_step<k>.png`` and send it to the image loggers."""
+        fig = plot_image_grid(images, self.nrow, title)
+        path = save_figure(fig, self.dirpath / f"{name}_step{trainer.global_step}.png")
+        log_image(trainer, f"images/{name}", path)
         return path
 
 
@@ -151,15 +140,3 @@ def _interleave_rows(x: torch.Tensor, recon: torch.Tensor, nrow: int) -> torch.T
             out[-2] = torch.cat([out[-2], torch.zeros(pad, *x.shape[1:])])
             out[-1] = torch.cat([out[-1], torch.zeros(pad, *x.shape[1:])])
     return torch.cat(out)
-
-
-def grid_figure(images: torch.Tensor, nrow: int, title: str = "") -> Figure:
-    """``images: (N, C, H, W)`` in [0, 1] as one grid figure (grey for C = 1)."""
-    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
-    rows = math.ceil(len(images) / nrow)
-    fig, ax = plt.subplots(figsize=(1.0 * nrow, 1.0 * rows + 0.4), layout="constrained")
-    ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-    return fig

@@ -11,16 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
 from vhp_lightning.analysis.interpolation import interpolation_analysis
-from vhp_lightning.callbacks.figures import IMAGE_LOGGERS, log_figure
+from vhp_lightning.callbacks.figures import log_image
 
 SPLITS = ("train", "val", "test")
 
@@ -77,12 +75,8 @@ class InterpolationAnalysis(Callback):
         metrics = {f"interpolation/{k}": v for k, v in self.summary.items()}
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
-        if not any(isinstance(lg, IMAGE_LOGGERS) for lg in trainer.loggers):
-            return self.summary
         for png in sorted(self.dirpath.glob("*.png")):
-            fig = _png_figure(png)
-            log_figure(trainer, f"interpolation/{png.stem}", fig, png)
-            plt.close(fig)
+            log_image(trainer, f"interpolation/{png.stem}", png)
         return self.summary
 
     def _collect(self, trainer: pl.Trainer) -> tuple[torch.Tensor, Any]:
@@ -110,12 +104,3 @@ class InterpolationAnalysis(Callback):
         if names and not labels.is_floating_point():  # class names for the legends (Fig. 17)
             return x, np.asarray([str(n) or "(root)" for n in names])[labels.numpy()]
         return x, labels
-
-
-def _png_figure(path: Path) -> Figure:
-    """A saved PNG as a figure, for loggers that take figures (TensorBoard)."""
-    image = plt.imread(path)
-    height, width = image.shape[:2]
-    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
-    fig.figimage(image)
-    return fig

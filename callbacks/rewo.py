@@ -25,10 +25,12 @@ class REWO(BetaScheme):
 
     Initial phase: beta stays at ``beta_init`` (<< 1) and only the encoder/decoder are trained
     (``train_prior = False``). The first step with C_t < kappa^2 switches to the main phase for
-    good: from then on all parameters are trained and beta follows eq. 11 every step.
+    good: from then on all parameters are trained and beta follows :meth:`main_phase_update`
+    every step (eq. 11 here; eq. 14-15 in ``REWOAlt``, which shares this class's phases).
     """
 
     name = "rewo"
+    beta_init_below_one = False  # True where the main-phase update needs beta_init < 1
 
     def __init__(
         self,
@@ -39,7 +41,8 @@ class REWO(BetaScheme):
         beta_init: float = 1e-4,
         plateau_steps: int = 5_000,
     ) -> None:
-        _check_number("beta_init", beta_init, low=0.0, high=1.0, low_open=True)
+        high_open = self.beta_init_below_one
+        _check_number("beta_init", beta_init, low=0.0, high=1.0, low_open=True, high_open=high_open)
         super().__init__(
             beta_init, train_prior=False, kappa=kappa, alpha=alpha, plateau_steps=plateau_steps
         )
@@ -48,9 +51,14 @@ class REWO(BetaScheme):
         self.nu, self.tau = float(nu), float(tau)
 
     def update(self, c_hat: float) -> None:
+        """Alg. 1: leave the initial phase at the first C_t < kappa^2, then update beta."""
         assert self.kappa_sq is not None
         if not self.train_prior and c_hat < self.kappa_sq:
             self.train_prior = True  # INITIALPHASE = FALSE, once and for all
             self.switch_step = self.step
         if self.train_prior:
-            self.beta = rewo_beta_update(self.beta, c_hat - self.kappa_sq, self.nu, self.tau)
+            self.main_phase_update(c_hat - self.kappa_sq)
+
+    def main_phase_update(self, delta: float) -> None:
+        """beta of eq. 11 from ``delta = C_t - kappa^2`` (one step of the main phase)."""
+        self.beta = rewo_beta_update(self.beta, delta, self.nu, self.tau)

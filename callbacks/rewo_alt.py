@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from vhp_lightning.callbacks.base import BetaScheme, _check_number, clamp_log_beta
+from vhp_lightning.callbacks.base import clamp_log_beta
+from vhp_lightning.callbacks.rewo import REWO
 
 LOG_GAMMA_BOUND = 60.0  # |log gamma| stays below this: exp() never overflows
 
@@ -21,45 +23,27 @@ def rewo_alt_update(log_gamma: float, delta: float, nu: float, tau: float) -> tu
     return log_gamma, clamp_log_beta(-softplus, upper=0.0)
 
 
-class REWOAlt(BetaScheme):
+class REWOAlt(REWO):
     """Initial phase as in REWO (Alg. 1), then beta = 1 / (1 + tau * gamma) (App. B.1).
 
-    gamma_0 is chosen so that beta starts at ``beta_init``: gamma_0 = (1 / beta_init - 1) / tau.
+    Takes REWO's arguments (``kappa, nu, tau, alpha, beta_init, plateau_steps``), with
+    ``beta_init < 1``: gamma_0 = (1 / beta_init - 1) / tau, so beta starts at ``beta_init``.
     """
 
     name = "rewo_alt"
+    beta_init_below_one = True  # gamma_0 > 0
 
-    def __init__(
-        self,
-        kappa: float = 0.02,
-        nu: float = 5.0,
-        tau: float = 3.0,
-        alpha: float = 0.99,
-        beta_init: float = 1e-4,
-        plateau_steps: int = 5_000,
-    ) -> None:
-        _check_number("beta_init", beta_init, low=0.0, high=1.0, low_open=True, high_open=True)
-        super().__init__(
-            beta_init, train_prior=False, kappa=kappa, alpha=alpha, plateau_steps=plateau_steps
-        )
-        _check_number("nu", nu, low=0.0, low_open=True)
-        _check_number("tau", tau, low=0.0, low_open=True)
-        self.nu, self.tau = float(nu), float(tau)
-        self.log_gamma = math.log((1.0 / beta_init - 1.0) / tau)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log_gamma = math.log((1.0 / self.beta - 1.0) / self.tau)
 
-    def update(self, c_hat: float) -> None:
-        assert self.kappa_sq is not None
-        if not self.train_prior and c_hat < self.kappa_sq:
-            self.train_prior = True
-            self.switch_step = self.step
-        if self.train_prior:
-            self.log_gamma, self.beta = rewo_alt_update(
-                self.log_gamma, c_hat - self.kappa_sq, self.nu, self.tau
-            )
+    def main_phase_update(self, delta: float) -> None:
+        """gamma and beta of eq. 14-15 from ``delta = C_t - kappa^2``."""
+        self.log_gamma, self.beta = rewo_alt_update(self.log_gamma, delta, self.nu, self.tau)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "log_gamma": self.log_gamma}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.log_gamma = float(state_dict["log_gamma"])

@@ -1,5 +1,6 @@
 """The figure callbacks: the default run's end-of-run pictures (RunFigures), the pendulum's
-Fig. 2 snapshots and Table 1 metrics (PendulumFigures), and the Fig. 2 plots themselves."""
+Fig. 2 snapshots and Table 1 metrics (PendulumFigures), and the figures of
+``vhp_lightning.analysis.figures``, the one module that draws."""
 
 from __future__ import annotations
 
@@ -15,20 +16,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import vhp_lightning.callbacks.figures as figures_module
-from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior
+from vhp_lightning.analysis.figures import (
+    plot_beta_trace,
+    plot_beta_traces,
+    plot_kl_per_dim,
+    plot_posterior_and_prior,
+    plot_smoothness_per_dim,
+    plot_training_curves,
+    save_figure,
+)
 from vhp_lightning.train import train
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_pendulum_callbacks_write_figures_and_metrics(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg(
-        "callbacks=pendulum",
-        "~callbacks.progress_bar",
-        "callbacks.pendulum_figures.every_n_steps=10",
-        "callbacks.pendulum_figures.n_prior_samples=50",
-        "logger=many",
-        "test=false",
-    )
-    train(cfg)
+    snapshots = {"every_n_steps": 10, "n_prior_samples": 50}
+    overrides = [f"callbacks.pendulum_figures.{k}={v}" for k, v in snapshots.items()]
+    base = ("callbacks=pendulum", "~callbacks.progress_bar", "logger=many", "test=false")
+    train(compose_cfg(*base, *overrides))
     figures = tmp_path / "figures"
     assert {p.name for p in figures.glob("*.png")} >= {
         "latents_step10.png",
@@ -162,7 +168,7 @@ def test_library_modules_leave_the_backend_to_the_entry_point(tmp_path: Path) ->
 
 
 def test_figures_go_to_image_loggers_and_their_subclasses_only(tmp_path: Path) -> None:
-    """log_figure picks loggers by class (a user's subclass counts), CSV gets nothing."""
+    """log_image picks loggers by class (a user's subclass counts), CSV gets nothing."""
     from types import SimpleNamespace
 
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
@@ -180,11 +186,8 @@ def test_figures_go_to_image_loggers_and_their_subclasses_only(tmp_path: Path) -
 
     tb, wb = MyTensorBoard(tmp_path / "tb"), MyWandb()
     trainer = SimpleNamespace(loggers=[CSVLogger(tmp_path / "csv"), tb, wb], global_step=7)
-    fig = plt.figure()
-    png = tmp_path / "fig.png"
-    fig.savefig(png)
-    figures_module.log_figure(trainer, "pendulum/latents", fig, png)  # type: ignore[arg-type]
-    plt.close(fig)
+    png = save_figure(plt.figure(), tmp_path / "fig.png")
+    figures_module.log_image(trainer, "pendulum/latents", png)  # type: ignore[arg-type]
     tb.experiment.flush()
     events = EventAccumulator(tb.log_dir)
     events.Reload()
@@ -192,3 +195,44 @@ def test_figures_go_to_image_loggers_and_their_subclasses_only(tmp_path: Path) -
     assert events.Images("pendulum/latents")[0].step == 7
     assert wb.images == [("pendulum/latents", [str(png)], 7)]
     assert not list((tmp_path / "csv").rglob("*.png"))
+
+
+def test_one_module_draws_every_figure() -> None:
+    """pyplot is imported by ``analysis/figures.py`` only; the callbacks, reports and entry
+    points gather data and call it (entry points may select a backend, nothing more)."""
+    sources = [*REPO.glob("vhp_lightning/**/*.py"), *REPO.glob("callbacks/*.py")]
+    drawing = sorted(
+        str(p.relative_to(REPO))
+        for p in sources
+        if "pyplot" in p.read_text() or ".savefig(" in p.read_text()
+    )
+    assert drawing == ["vhp_lightning/analysis/figures.py"]
+
+
+def test_several_runs_share_one_trace_figure() -> None:
+    steps = np.arange(1, 11)
+    runs = {
+        "REWO": (steps, np.full(10, 1e-4), np.full(10, 1e-3)),
+        "GECO": (steps, *np.ones((2, 10))),
+    }
+    fig = plot_beta_traces(runs, kappa_sq=4e-4, switch_steps={"REWO": 5, "GECO": None})
+    ax_beta, ax_c = fig.axes
+    assert [t.get_text() for t in ax_beta.get_legend().get_texts()] == ["REWO", "GECO"]
+    switch = ax_beta.lines[2]  # after the two runs: REWO's switch, in REWO's colour
+    assert switch.get_xdata()[0] == 5 and switch.get_color() == ax_beta.lines[0].get_color()
+    assert [t.get_text() for t in ax_c.get_legend().get_texts()] == ["kappa^2"]
+    plt.close(fig)
+
+
+def test_report_figures_take_plain_arrays(tmp_path: Path) -> None:
+    steps = np.array([0, 10, 20])
+    curves = {"VHP + REWO": {"val_loss": (steps, np.array([200.0, 120.0, 110.0])),
+                             "beta": (steps, np.array([1e-4, 1e-4, 0.5])),
+                             "train_prior": (steps, np.array([0.0, 0.0, 1.0]))}}  # fmt: skip
+    fig = plot_training_curves(curves, "a title")
+    assert fig.axes[1].lines[-1].get_xdata()[0] == 20  # REWO's switch, dotted
+    bars = {"VHP": (np.ones(3), np.zeros(3)), "IWAE": (2 * np.ones(3), np.ones(3))}
+    figures = [fig, plot_smoothness_per_dim(bars, ["a", "b", "c"]), plot_kl_per_dim(np.ones(4))]
+    for k, fig in enumerate(figures):
+        assert save_figure(fig, tmp_path / "new" / f"{k}.png").stat().st_size > 0
+        assert not plt.fignum_exists(fig.number)  # save_figure closed it

@@ -9,7 +9,8 @@ import torch
 
 import vhp_lightning.callbacks.image_grids as image_grids
 import vhp_lightning.train as train_module
-from vhp_lightning.callbacks.image_grids import ImageGrids, _interleave_rows, grid_figure
+from vhp_lightning.analysis.figures import plot_image_grid
+from vhp_lightning.callbacks.image_grids import ImageGrids, _interleave_rows
 from vhp_lightning.train import train
 
 GRIDS = ["callbacks=image_grids", "~callbacks.progress_bar"]
@@ -17,7 +18,7 @@ GRIDS = ["callbacks=image_grids", "~callbacks.progress_bar"]
 
 def test_grids_every_n_steps_and_at_fit_end(compose_cfg, tmp_path: Path, monkeypatch) -> None:
     logged = []
-    monkeypatch.setattr(image_grids, "log_figure", lambda tr, key, fig, path: logged.append(key))
+    monkeypatch.setattr(image_grids, "log_image", lambda tr, key, path: logged.append(key))
     cfg = compose_cfg(
         *GRIDS,
         "callbacks.image_grids.every_n_steps=10",
@@ -97,7 +98,7 @@ def test_rows_interleave_data_and_reconstructions() -> None:
     assert rows.shape == (12, 1, 2, 2)  # 2 pairs of rows of 3 (the last padded)
     assert rows[:3].sum() == 0 and rows[3:6].min() == 1 and rows[9:11].min() == 1
     assert rows[11].sum() == 0  # padding
-    fig = grid_figure(rows, nrow=3, title="t")
+    fig = plot_image_grid(rows, nrow=3, title="t")
     assert fig.axes[0].get_title() == "t"
 
 

@@ -115,25 +115,12 @@ def active_units(ctx: EvalContext) -> dict[str, Any]:
         kl = torch.cat(kls).mean(dim=0)  # (Dzeta,)
         out["zeta_kl_per_dim"] = kl.tolist()
         out["zeta_active_units"] = int((kl > threshold).sum())
-        out["zeta_kl_figure"] = str(_plot_kl(kl, ctx.out_dir / "active_units_zeta_kl.png"))
+        from vhp_lightning.analysis.figures import plot_kl_per_dim, save_figure
+
+        fig = plot_kl_per_dim(kl.cpu().numpy())
+        path = save_figure(fig, ctx.out_dir / "active_units_zeta_kl.png", dpi=120)
+        out["zeta_kl_figure"] = str(path)
     return out
-
-
-def _plot_kl(kl: torch.Tensor, path: Path) -> Path:
-    """Fig. 20: per-dimension KL of the inner latent, sorted, log scale."""
-    import matplotlib.pyplot as plt
-
-    values = kl.sort(descending=True).values.clamp(min=1e-6).cpu().numpy()
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(range(1, len(values) + 1), values)
-    ax.set_yscale("log")
-    ax.set_xlabel("dimension of zeta (sorted)")
-    ax.set_ylabel("E[KL(q(zeta_j|z) || p(zeta_j))] (nats)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 @torch.no_grad()

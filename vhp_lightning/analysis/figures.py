@@ -1,11 +1,23 @@
-"""Figures of the paper: latent graphs with interpolation paths (Fig. 3, 5) and image strips
-(Fig. 4, 8), and latents coloured by a factor (Fig. 2, 16).
+"""Every figure of the repo, as pure functions: data in, a ``matplotlib.figure.Figure`` out.
 
-Every function returns a ``matplotlib.figure.Figure`` (never shown; the entry points select the
-Agg backend); save it with ``fig.savefig(path)`` and close it with ``matplotlib.pyplot.close(fig)``.
+Latent space and interpolation: the latent graph with its paths (Fig. 3, 5), decoded paths as
+image strips (Fig. 4, 8) or feature trajectories (Fig. 6), latents coloured by a factor (Fig. 2,
+16) or a label (Fig. 17), and Fig. 2's posterior/prior panels. Training: beta and C_t against the
+step (Fig. 2, right; Table 1's settings), Table 2's validation curves, Figs. 2 and 11-15 side by
+side. Reports: the smoothness per output dimension (Fig. 7), rate vs distortion (Fig. 19), the
+inner latent's KL per dimension (Fig. 20), and image grids of reconstructions and samples.
+
+No Trainer, no files read: the callbacks, reports and entry points gather the data and decide
+where a figure goes, then write it with ``save_figure(fig, path)`` (which closes it). Nothing
+here selects a backend (the entry points select Agg; a notebook keeps its own).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -14,7 +26,21 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
+if TYPE_CHECKING:
+    import torch
 
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (the format from its suffix; parent folders created), close
+    it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+# --- latent space and interpolation (Fig. 2-6, 16, 17) -----------------------------------------
 def _to_2d(nodes: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], str]:
     """Project ``nodes: (N, d)`` and ``others: (M, d)`` to 2-d; PCA fitted on ``nodes`` if d > 2."""
     d = nodes.shape[1]
@@ -124,6 +150,18 @@ def plot_image_strip(
     return fig
 
 
+def plot_trajectories(decoded: np.ndarray, title: str = "") -> Figure:
+    """Each of the D features of ``decoded: (P, D)`` along the path (non-image data, Fig. 6)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    colours = plt.get_cmap("viridis")(np.linspace(0, 1, decoded.shape[1]))
+    for d in range(decoded.shape[1]):
+        ax.plot(decoded[:, d], color=colours[d], lw=0.8)
+    ax.set_xlabel("step along the path")
+    ax.set_ylabel("feature value (one line per feature)")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
 def plot_latents(
     latents: np.ndarray,
     values: np.ndarray,
@@ -216,6 +254,85 @@ def plot_posterior_and_prior(
     return fig
 
 
+def is_discrete(labels: np.ndarray | None) -> bool:
+    """Whether ``labels: (N,)`` are classes (integers or booleans, at most 20 values): drawn one
+    colour and legend entry per class, and used to pick same-class interpolation pairs."""
+    return labels is not None and labels.dtype.kind in "iub" and len(np.unique(labels)) <= 20
+
+
+def plot_latents_by_label(
+    means: np.ndarray,
+    labels: np.ndarray | None,
+    prior: np.ndarray,
+    names: list[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Fig. 17: posterior means coloured by label (left) and prior samples (right), both
+    ``(N, d)`` / ``(M, d)``, projected with PCA (fitted on the prior samples) when d > 2.
+
+    ``labels: (N,)`` classes (``names[label]`` in the legend) or floats (a cyclic colour map),
+    or None (one colour)."""
+    (p2, m2), note = _to_2d(prior, means)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), layout="constrained")
+    if labels is None:
+        axes[0].scatter(*m2.T, s=3, c="tab:blue")
+    elif is_discrete(labels):
+        for i, c in enumerate(np.unique(labels)):
+            name = names[int(c)] if names is not None else str(c)
+            sel = labels == c
+            axes[0].scatter(*m2[sel].T, s=3, color=plt.get_cmap("tab10")(i % 10), label=name)
+        axes[0].legend(fontsize=7, markerscale=3)
+    else:
+        pts = axes[0].scatter(*m2.T, s=3, c=labels, cmap="twilight")
+        fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label="label")
+    axes[1].scatter(*p2.T, s=2, c="0.3", alpha=0.5)
+    for ax, name in zip(axes, ("approximate posterior (means)", "prior samples"), strict=True):
+        ax.set_title(name + note, fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_snapshot_grid(
+    steps: Sequence[int], columns: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
+) -> Figure:
+    """Figs. 2, 11-15 side by side: a column per setting (``columns``: its title -> one snapshot
+    per step of ``steps``), per step a row of posterior means coloured by the angle and a row of
+    prior samples, on the same axes within a cell pair.
+
+    A snapshot holds ``means: (N, 2)``, ``prior: (M, 2)`` and ``angles: (N,)`` (the arrays of
+    ``PendulumFigures``' ``latents_step<k>.npz``)."""
+    fig, axes = plt.subplots(
+        2 * len(steps),
+        len(columns),
+        figsize=(2.1 * len(columns), 2.0 * 2 * len(steps)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for col, (setting, snapshots) in enumerate(columns.items()):
+        for k, (step, data) in enumerate(zip(steps, snapshots, strict=True)):
+            means, prior, angles = data["means"], data["prior"], data["angles"]
+            top, bottom = axes[2 * k, col], axes[2 * k + 1, col]
+            top.scatter(*means.T, c=angles, cmap="hsv", s=1.5, vmin=0, vmax=2 * np.pi)
+            bottom.scatter(*prior.T, s=1.0, c="0.2", alpha=0.5)
+            both = np.concatenate([means, np.clip(prior, *np.percentile(prior, [1, 99], 0))])
+            lo, hi = both.min(0), both.max(0)
+            pad = 0.05 * (hi - lo).max() + 1e-6
+            for ax in (top, bottom):
+                ax.set_xlim(lo[0] - pad, hi[0] + pad)
+                ax.set_ylim(lo[1] - pad, hi[1] + pad)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if k == 0:
+                top.set_title(setting, fontsize=7)
+            if col == 0:
+                top.set_ylabel(f"step {step}\nq(z|x) means", fontsize=7)
+                bottom.set_ylabel(f"step {step}\nprior samples", fontsize=7)
+    return fig
+
+
+# --- training (Fig. 2 right, Tables 1 and 2) ----------------------------------------------------
 def plot_beta_trace(
     steps: np.ndarray,
     betas: np.ndarray,
@@ -224,28 +341,188 @@ def plot_beta_trace(
     switch_step: int | None = None,
     title: str = "",
 ) -> Figure:
-    """beta and the running constraint C_t against the step (Fig. 2, right), log scales.
+    """beta and the running constraint C_t of one run against the step (Fig. 2, right), log
+    scales: ``plot_beta_traces`` with a single run."""
+    return plot_beta_traces({"": (steps, betas, c_hats)}, kappa_sq, {"": switch_step}, title)
 
-    ``kappa_sq``: the bound kappa^2 as a dashed line; ``switch_step``: the step at which REWO
-    (Alg. 1) left its initial phase, marked on both axes (``None``: no switch, or no phases).
+
+def plot_beta_traces(
+    traces: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    kappa_sq: float | None = None,
+    switch_steps: Mapping[str, int | None] | None = None,
+    title: str = "",
+) -> Figure:
+    """beta (top) and the running constraint C_t (bottom, eq. 11) against the step, log scales.
+
+    Args:
+        traces: run label -> ``(steps (T,), betas (T,), C_t (T,))``; with several runs, one
+            colour and legend entry each (e.g. Table 1's settings).
+        kappa_sq: the bound kappa^2, dashed.
+        switch_steps: run label -> the step at which REWO (Alg. 1) left its initial phase,
+            dotted on both axes (``None``: no switch, or no phases).
     """
-    fig, (ax_b, ax_c) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, layout="constrained")
-    ax_b.plot(steps, betas, lw=1)
-    ax_b.set_yscale("log")
-    ax_b.set_ylabel("beta")
-    ax_c.plot(steps, c_hats, lw=1, label="C_t")
+    single = len(traces) == 1
+    fig, (ax_b, ax_c) = plt.subplots(
+        2, 1, figsize=(6, 5) if single else (7, 6), sharex=True, layout="constrained"
+    )
+    colours = {}
+    for label, (steps, betas, c_hats) in traces.items():
+        (line,) = ax_b.plot(steps, np.maximum(betas, 1e-12), lw=1, label=label)
+        colours[label] = "tab:green" if single else line.get_color()
+        ax_c.plot(steps, c_hats, lw=1, color=line.get_color(), label="C_t" if single else None)
     if kappa_sq is not None:
         ax_c.axhline(kappa_sq, color="tab:red", ls="--", lw=1, label="kappa^2")
-    if switch_step is not None:
+    for label, switch in (switch_steps or {}).items():
+        if switch is None:
+            continue
         for ax in (ax_b, ax_c):
-            ax.axvline(switch_step, color="tab:green", ls=":", lw=1.5)
-        ax_c.plot(
-            [], [], color="tab:green", ls=":", lw=1.5, label=f"main phase (step {switch_step})"
-        )
+            ax.axvline(switch, color=colours.get(label, "tab:green"), ls=":", lw=1.5)
+        if single:
+            ax_c.plot(
+                [], [], color="tab:green", ls=":", lw=1.5, label=f"main phase (step {switch})"
+            )
     if title:
         ax_b.set_title(title, fontsize=9)
+    ax_b.set_yscale("log")
+    ax_b.set_ylabel("beta")
     ax_c.set_yscale("log")
     ax_c.set_ylabel("C_t")
     ax_c.set_xlabel("step")
-    ax_c.legend(fontsize=8)
+    if not single:
+        ax_b.legend(fontsize=7)
+    if ax_c.get_legend_handles_labels()[0]:
+        ax_c.legend(fontsize=8)
+    return fig
+
+
+def plot_training_curves(
+    curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], title: str = ""
+) -> Figure:
+    """Validation bound (beta = 1) and beta against the step, one line per run (Table 2's rows).
+
+    ``curves``: run label -> ``{"val_loss": (steps, values), "beta": ..., "train_prior": ...}``
+    (each optional); REWO's switch to the main phase (``train_prior`` turning 1) is dotted."""
+    fig, (ax_v, ax_b) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    empty = (np.zeros(0), np.zeros(0))
+    finite: list[float] = []
+    for label, curve in curves.items():
+        steps, loss = curve.get("val_loss", empty)
+        finite += [float(v) for v in loss if np.isfinite(v)]
+        (line,) = ax_v.plot(steps, loss, lw=1.2, marker=".", ms=3, label=label)
+        beta_steps, beta = curve.get("beta", empty)
+        if len(beta_steps):
+            ax_b.plot(beta_steps, np.maximum(beta, 1e-12), lw=1, label=label,
+                      color=line.get_color())  # fmt: skip
+        phase_steps, phase = curve.get("train_prior", empty)
+        on = np.flatnonzero(phase > 0.5)
+        if len(on) and on[0] > 0:
+            ax_b.axvline(phase_steps[on[0]], color=line.get_color(), ls=":", lw=0.8)
+    if finite:  # the first validations of REWO (beta ~ 1e-4) are far above the rest
+        ax_v.set_ylim(min(finite) - 2, float(np.percentile(finite, 80)) + 5)
+    ax_v.set(xlabel="step", ylabel="nats", title="validation bound at β = 1 (−ELBO or −IW bound)")
+    ax_b.set(yscale="log", xlabel="step", ylabel="β", title="β (dotted: REWO's phase switch)")
+    ax_v.legend(fontsize=7)
+    ax_b.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+# --- reports (Fig. 7, 19, 20) and image grids ---------------------------------------------------
+def plot_smoothness_per_dim(
+    bars: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    channels: Sequence[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Fig. 7: the smoothness factor (sec. 4.2) per output dimension, mean +- std over the
+    interpolations; one group of bars per model (``bars``: label -> ``(mean (D,), std (D,))``).
+
+    ``channels``: the D dimensions' names (e.g. the CMU joint channels) as tick labels."""
+    n_dims = max(len(mean) for mean, _ in bars.values())
+    width = 0.8 / len(bars)
+    size = (max(8.0, 0.32 * n_dims), 3.6) if channels is not None else (8.0, 3.0)
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    for k, (label, (mean, std)) in enumerate(bars.items()):
+        x = np.arange(len(mean)) + (k - (len(bars) - 1) / 2) * width
+        ax.bar(x, mean, width, yerr=std, label=label, capsize=1.5, error_kw={"lw": 0.6})
+    if channels is not None:
+        ax.set_xticks(np.arange(n_dims))
+        ax.set_xticklabels(channels, rotation=90, fontsize=6)
+    else:
+        ax.set_xlabel("output dimension")
+    ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
+    ax.set_title(title, fontsize=9)
+    if len(bars) > 1:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_rate_distortion(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Fig. 19: distortion vs rate coloured by NLL (left), NLL (or -ELBO) vs rate (right).
+
+    ``rows``: one per run with ``job`` (its label on the plot), ``rate``, ``distortion``,
+    ``nll`` (NaN: none logged) and ``negative_elbo``."""
+    rate = [float(r["rate"]) for r in rows]
+    dist = [float(r["distortion"]) for r in rows]
+    nll = [float(r["nll"]) for r in rows]
+    have_nll = any(np.isfinite(v) for v in nll)
+    fig, (ax_rd, ax_n) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    known = [bool(np.isfinite(v)) for v in nll]
+    if have_nll:
+        sel = [i for i, k in enumerate(known) if k]
+        pts = ax_rd.scatter([rate[i] for i in sel], [dist[i] for i in sel],
+                            c=[nll[i] for i in sel], cmap="viridis", s=40, zorder=3)  # fmt: skip
+        fig.colorbar(pts, ax=ax_rd, fraction=0.046, pad=0.04, label="test NLL (nats)")
+    rest = [i for i, k in enumerate(known) if not k]  # no NLL logged: hollow grey
+    ax_rd.scatter([rate[i] for i in rest], [dist[i] for i in rest], s=40, zorder=3,
+                  facecolors="none", edgecolors="0.4", label="no test NLL")  # fmt: skip
+    if rest and have_nll:
+        ax_rd.legend(fontsize=7)
+    for r, x, y in zip(rows, rate, dist, strict=True):
+        ax_rd.annotate(str(r["job"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    finite = [(x, y) for x, y in zip(rate, dist, strict=True) if np.isfinite(x + y)]
+    if finite:  # lines of equal -ELBO = rate + distortion
+        lo, hi = min(x + y for x, y in finite), max(x + y for x, y in finite)
+        for total in {lo, hi}:
+            xs = [0.0, total]
+            ax_rd.plot(xs, [total - x for x in xs], ls=":", lw=0.8, color="0.5", zorder=1)
+        ax_rd.set_xlim(0, max(x for x, _ in finite) * 1.1 + 1e-9)
+        ax_rd.set_ylim(min(y for _, y in finite) * 0.9, max(y for _, y in finite) * 1.1 + 1e-9)
+    ax_rd.set_xlabel("rate: KL term (nats)")
+    ax_rd.set_ylabel("distortion: E_q[-log p(x|z)] (nats)")
+    ax_rd.set_title("rate vs distortion (dotted: equal -ELBO)", fontsize=9)
+    y = nll if have_nll else [float(r["negative_elbo"]) for r in rows]
+    ax_n.scatter(rate, y, s=40, color="tab:red")  # NaN NLLs are left out
+    for r, a, b in zip(rows, rate, y, strict=True):
+        ax_n.annotate(str(r["job"]), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax_n.set_xlabel("rate: KL term (nats)")
+    ax_n.set_ylabel("test NLL (nats)" if have_nll else "-ELBO = rate + distortion (train, nats)")
+    ax_n.set_title("NLL vs rate" if have_nll else "no test/nll logged: -ELBO vs rate", fontsize=9)
+    return fig
+
+
+def plot_kl_per_dim(kl: np.ndarray) -> Figure:
+    """Fig. 20: the expected KL(q(zeta_j|z) || p(zeta_j)) of each inner-latent dimension,
+    ``kl: (D_zeta,)``, sorted, on a log scale (values below 1e-6 drawn at 1e-6)."""
+    values = np.maximum(np.sort(np.asarray(kl, dtype=np.float64))[::-1], 1e-6)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(range(1, len(values) + 1), values)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension of zeta (sorted)")
+    ax.set_ylabel("E[KL(q(zeta_j|z) || p(zeta_j))] (nats)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(images: torch.Tensor, nrow: int, title: str = "") -> Figure:
+    """``images: (N, C, H, W)`` in [0, 1] as one grid of ``nrow`` columns (grey for C = 1)."""
+    from torchvision.utils import make_grid  # torchvision only where grids are drawn
+
+    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    rows = math.ceil(len(images) / nrow)
+    fig, ax = plt.subplots(figsize=(1.0 * nrow, 1.0 * rows + 0.4), layout="constrained")
+    ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig

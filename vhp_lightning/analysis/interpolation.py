@@ -1,6 +1,7 @@
 """The paper's interpolation analysis of a trained model, as files (sec. 2.3, 4.1, 4.2, 4.4).
 
-``interpolation_analysis`` draws, with ``vhp_lightning.analysis.graph``:
+``interpolation_analysis`` writes, with ``vhp_lightning.analysis.graph`` (the paths) and
+``vhp_lightning.analysis.figures`` (the drawing):
 
 - ``strip_<k>.png``: ``n_strips`` decoded interpolation paths on the first graph, as image strips
   for image data (Fig. 4, 8) or as feature trajectories along the path for vectors such as the
@@ -24,13 +25,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from vhp_lightning.analysis.figures import _to_2d, plot_graph_path, plot_image_strip
+from vhp_lightning.analysis.figures import (
+    is_discrete,
+    plot_graph_path,
+    plot_image_strip,
+    plot_latents_by_label,
+    plot_smoothness_per_dim,
+    plot_trajectories,
+    save_figure,
+)
 from vhp_lightning.analysis.graph import (
     DisconnectedGraphError,
     build_graph,
@@ -68,10 +76,6 @@ def _labels_array(labels: Any, n: int) -> tuple[np.ndarray | None, list[str] | N
     return labels, None
 
 
-def _is_discrete(labels: np.ndarray | None) -> bool:
-    return labels is not None and labels.dtype.kind in "iub" and len(np.unique(labels)) <= 20
-
-
 def _device(model: Any) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -97,7 +101,7 @@ def _strip_pairs(
 ) -> list[tuple[int, int]]:
     """Endpoint pairs for the strips: with discrete labels, one within a class (Fig. 5, black)
     and the rest across classes; otherwise random pairs."""
-    if not _is_discrete(labels):
+    if not is_discrete(labels):
         return [tuple(int(i) for i in rng.choice(n, 2, replace=False)) for _ in range(n_strips)]
     classes = [c for c in np.unique(labels)]
     members = {c: np.flatnonzero(labels == c) for c in classes}
@@ -116,54 +120,6 @@ def _strip_pairs(
         pairs.append((int(a), int(b)))
         k += 1
     return pairs[:n_strips]
-
-
-def plot_trajectories(decoded: np.ndarray, title: str = "") -> Figure:
-    """Each of the D features of ``decoded: (P, D)`` along the path (non-image data, Fig. 6)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
-    colours = plt.get_cmap("viridis")(np.linspace(0, 1, decoded.shape[1]))
-    for d in range(decoded.shape[1]):
-        ax.plot(decoded[:, d], color=colours[d], lw=0.8)
-    ax.set_xlabel("step along the path")
-    ax.set_ylabel("feature value (one line per feature)")
-    ax.set_title(title, fontsize=9)
-    return fig
-
-
-def plot_latents_by_label(
-    means: np.ndarray,
-    labels: np.ndarray | None,
-    prior: np.ndarray,
-    names: list[str] | None = None,
-    title: str = "",
-) -> Figure:
-    """Fig. 17: posterior means coloured by label (left) and prior samples (right), both
-    ``(N, d)`` / ``(M, d)``, projected with PCA (fitted on the prior samples) when d > 2."""
-    (p2, m2), note = _to_2d(prior, means)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), layout="constrained")
-    if labels is None:
-        axes[0].scatter(*m2.T, s=3, c="tab:blue")
-    elif _is_discrete(labels):
-        for i, c in enumerate(np.unique(labels)):
-            name = names[int(c)] if names is not None else str(c)
-            sel = labels == c
-            axes[0].scatter(*m2[sel].T, s=3, color=plt.get_cmap("tab10")(i % 10), label=name)
-        axes[0].legend(fontsize=7, markerscale=3)
-    else:
-        pts = axes[0].scatter(*m2.T, s=3, c=labels, cmap="twilight")
-        fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label="label")
-    axes[1].scatter(*p2.T, s=2, c="0.3", alpha=0.5)
-    for ax, name in zip(axes, ("approximate posterior (means)", "prior samples"), strict=True):
-        ax.set_title(name + note, fontsize=9)
-        ax.set_aspect("equal", adjustable="datalim")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _write_csv(path: Path, header: list[str] | tuple[str, ...], rows: list[list[Any]]) -> None:
@@ -267,8 +223,9 @@ def interpolation_analysis(
             model.train()
 
     for name, fig in figures:
-        _save(fig, out / f"{name}.png")
-    _save(plot_latents_by_label(means, labels_np, first[0], names), out / "latents_by_label.png")
+        save_figure(fig, out / f"{name}.png")
+    fig = plot_latents_by_label(means, labels_np, first[0], names)
+    save_figure(fig, out / "latents_by_label.png")
     _write_csv(out / "interpolations.csv", CSV_FIELDS, rows)
 
     connected = [r for r in rows if r[6]]
@@ -294,12 +251,9 @@ def interpolation_analysis(
             ("dim", "smoothness", "smoothness_std"),
             [[d, float(m), float(v)] for d, (m, v) in enumerate(zip(mean, std, strict=True))],
         )
-        fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
-        ax.bar(np.arange(len(mean)), mean, yerr=std, color="tab:blue", ecolor="0.4")
-        ax.set_xlabel("output dimension")
-        ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
-        ax.set_title(f"mean over {len(connected)} interpolations: {summary['smoothness_mean']:.4g}")
-        _save(fig, out / "smoothness_per_dim.png")
+        title = f"mean over {len(connected)} interpolations: {summary['smoothness_mean']:.4g}"
+        fig = plot_smoothness_per_dim({"": (mean, std)}, title=title)
+        save_figure(fig, out / "smoothness_per_dim.png")
     if messages:
         log.warning(
             "%d of %d interpolations had no path (disconnected graph); first: %s",

@@ -55,26 +55,21 @@ def plot_smoothness_per_joint(
     per_dim: dict[str, list[dict[str, str]]], channels: list[str], path: Path
 ) -> None:
     """Fig. 7: per output dimension (joint, named by ``channels``), mean and std of the
-    smoothness factor per model."""
-    import matplotlib.pyplot as plt
+    smoothness factor per model (``per_dim``: model -> rows of its ``smoothness_per_dim.csv``),
+    written to ``path``."""
     import numpy as np
 
-    n_dims = len(channels)
-    width = 0.8 / len(per_dim)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * n_dims), 3.6), layout="constrained")
-    for k, (label, rows) in enumerate(per_dim.items()):
-        mean = np.array([float(r["smoothness"]) for r in rows])
-        std = np.array([float(r.get("smoothness_std") or 0.0) for r in rows])
-        x = np.arange(len(rows)) + (k - (len(per_dim) - 1) / 2) * width
-        ax.bar(x, mean, width, yerr=std, label=label, capsize=1.5, error_kw={"lw": 0.6})
-    ax.set_xticks(np.arange(n_dims))
-    ax.set_xticklabels(channels, rotation=90, fontsize=6)
-    ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
-    ax.set_title("Smoothness of the interpolated movements per joint (Fig. 7); smaller is smoother")
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from vhp_lightning.analysis.figures import plot_smoothness_per_dim, save_figure
+
+    bars = {
+        label: (
+            np.array([float(r["smoothness"]) for r in rows]),
+            np.array([float(r.get("smoothness_std") or 0.0) for r in rows]),
+        )
+        for label, rows in per_dim.items()
+    }
+    title = "Smoothness of the interpolated movements per joint (Fig. 7); smaller is smoother"
+    save_figure(plot_smoothness_per_dim(bars, channels, title), path)
 
 
 def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:

@@ -159,70 +159,41 @@ def _snapshot_steps(job: Path) -> list[int]:
 
 
 def plot_side_by_side(jobs: dict[str, Path], path: Path, n_steps: int = 4) -> list[int]:
-    """Figs. 2, 11-15 side by side: a column per setting, per chosen step a row of posterior
-    means (coloured by angle) and a row of prior samples, on the same axes within a cell pair.
+    """Figs. 2, 11-15 side by side (``analysis.figures.plot_snapshot_grid``): a column per
+    setting, per chosen step a row of posterior means (coloured by angle) and a row of prior
+    samples, written to ``path``.
 
     ``jobs``: setting -> run dir (with ``figures/latents_step<k>.npz``). The steps are spread
     over those all runs share (the last always included). Returns the steps drawn.
     """
-    import matplotlib.pyplot as plt
+    from vhp_lightning.analysis.figures import plot_snapshot_grid, save_figure
 
     common = sorted(set.intersection(*(set(_snapshot_steps(j)) for j in jobs.values())))
     if not common:
         raise FileNotFoundError("the runs share no snapshot step (figures/latents_step<k>.npz)")
     picks = sorted({common[round(i)] for i in np.linspace(0, len(common) - 1, n_steps)})
-    fig, axes = plt.subplots(
-        2 * len(picks),
-        len(jobs),
-        figsize=(2.1 * len(jobs), 2.0 * 2 * len(picks)),
-        squeeze=False,
-        layout="constrained",
-    )
-    for col, (setting, job) in enumerate(jobs.items()):
-        for k, step in enumerate(picks):
-            data = np.load(job / "figures" / f"latents_step{step}.npz")
-            means, prior, angles = data["means"], data["prior"], data["angles"]
-            top, bottom = axes[2 * k, col], axes[2 * k + 1, col]
-            top.scatter(*means.T, c=angles, cmap="hsv", s=1.5, vmin=0, vmax=2 * np.pi)
-            bottom.scatter(*prior.T, s=1.0, c="0.2", alpha=0.5)
-            both = np.concatenate([means, np.clip(prior, *np.percentile(prior, [1, 99], 0))])
-            lo, hi = both.min(0), both.max(0)
-            pad = 0.05 * (hi - lo).max() + 1e-6
-            for ax in (top, bottom):
-                ax.set_xlim(lo[0] - pad, hi[0] + pad)
-                ax.set_ylim(lo[1] - pad, hi[1] + pad)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if k == 0:
-                top.set_title(PAPER.get(setting, (setting,))[0], fontsize=7)
-            if col == 0:
-                top.set_ylabel(f"step {step}\nq(z|x) means", fontsize=7)
-                bottom.set_ylabel(f"step {step}\nprior samples", fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    columns = {
+        PAPER.get(setting, (setting,))[0]: [
+            dict(np.load(job / "figures" / f"latents_step{step}.npz")) for step in picks
+        ]
+        for setting, job in jobs.items()
+    }
+    save_figure(plot_snapshot_grid(picks, columns), path, dpi=80)
     return picks
 
 
 def plot_traces(jobs: dict[str, Path], path: Path, kappa_sq: float | None = None) -> None:
-    """beta and C_t against the step for every setting on one pair of axes (log scales)."""
-    import matplotlib.pyplot as plt
+    """beta and C_t against the step for every setting on one pair of axes (log scales), REWO's
+    phase switches dotted, written to ``path``."""
+    from vhp_lightning.analysis.figures import plot_beta_traces, save_figure
 
-    fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-    for setting, job in jobs.items():
-        trace = scheme_trace(job)
-        label = PAPER.get(setting, (setting,))[0]
-        ax_b.plot(trace["step"], np.maximum(trace["beta"], 1e-12), lw=1, label=label)
-        ax_c.plot(trace["step"], trace["c_hat"], lw=1, label=label)
-    if kappa_sq is not None:
-        ax_c.axhline(kappa_sq, color="k", ls="--", lw=0.8, label="κ²")
-    ax_b.set(yscale="log", xlabel="step", ylabel="β", title="β")
-    ax_c.set(yscale="log", xlabel="step", ylabel="Ĉ_t", title="running reconstruction error Ĉ_t")
-    ax_b.legend(fontsize=7)
-    ax_c.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    traces = {PAPER.get(setting, (setting,))[0]: scheme_trace(job) for setting, job in jobs.items()}
+    fig = plot_beta_traces(
+        {label: (t["step"], t["beta"], t["c_hat"]) for label, t in traces.items()},
+        kappa_sq,
+        {label: switch_step(t) for label, t in traces.items()},
+    )
+    save_figure(fig, path, dpi=90)
 
 
 def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:

@@ -18,10 +18,7 @@ import csv
 import math
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import yaml
-from matplotlib.figure import Figure
 
 RATE_KEY = "train/kl"
 DISTORTION_KEY = "train/recon"
@@ -87,49 +84,10 @@ def _job_order(path: Path) -> tuple[int, str]:
     return (int(path.name), "") if path.name.isdigit() else (1 << 30, path.name)
 
 
-def plot_rate_distortion(rows: list[dict[str, object]]) -> Figure:
-    """Fig. 19: distortion vs rate coloured by NLL (left), NLL (or -ELBO) vs rate (right)."""
-    rate = [float(r["rate"]) for r in rows]
-    dist = [float(r["distortion"]) for r in rows]
-    nll = [float(r["nll"]) for r in rows]
-    have_nll = any(math.isfinite(v) for v in nll)
-    fig, (ax_rd, ax_n) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    known = [math.isfinite(v) for v in nll]
-    if have_nll:
-        sel = [i for i, k in enumerate(known) if k]
-        pts = ax_rd.scatter([rate[i] for i in sel], [dist[i] for i in sel],
-                            c=[nll[i] for i in sel], cmap="viridis", s=40, zorder=3)  # fmt: skip
-        fig.colorbar(pts, ax=ax_rd, fraction=0.046, pad=0.04, label="test NLL (nats)")
-    rest = [i for i, k in enumerate(known) if not k]  # no NLL logged: hollow grey
-    ax_rd.scatter([rate[i] for i in rest], [dist[i] for i in rest], s=40, zorder=3,
-                  facecolors="none", edgecolors="0.4", label="no test NLL")  # fmt: skip
-    if rest and have_nll:
-        ax_rd.legend(fontsize=7)
-    for r, x, y in zip(rows, rate, dist, strict=True):
-        ax_rd.annotate(str(r["job"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    finite = [(x, y) for x, y in zip(rate, dist, strict=True) if math.isfinite(x + y)]
-    if finite:  # lines of equal -ELBO = rate + distortion
-        lo, hi = min(x + y for x, y in finite), max(x + y for x, y in finite)
-        for total in {lo, hi}:
-            xs = [0.0, total]
-            ax_rd.plot(xs, [total - x for x in xs], ls=":", lw=0.8, color="0.5", zorder=1)
-        ax_rd.set_xlim(0, max(x for x, _ in finite) * 1.1 + 1e-9)
-        ax_rd.set_ylim(min(y for _, y in finite) * 0.9, max(y for _, y in finite) * 1.1 + 1e-9)
-    ax_rd.set_xlabel("rate: KL term (nats)")
-    ax_rd.set_ylabel("distortion: E_q[-log p(x|z)] (nats)")
-    ax_rd.set_title("rate vs distortion (dotted: equal -ELBO)", fontsize=9)
-    y = nll if have_nll else [float(r["negative_elbo"]) for r in rows]
-    ax_n.scatter(rate, y, s=40, color="tab:red")  # NaN NLLs are left out
-    for r, a, b in zip(rows, rate, y, strict=True):
-        ax_n.annotate(str(r["job"]), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax_n.set_xlabel("rate: KL term (nats)")
-    ax_n.set_ylabel("test NLL (nats)" if have_nll else "-ELBO = rate + distortion (train, nats)")
-    ax_n.set_title("NLL vs rate" if have_nll else "no test/nll logged: -ELBO vs rate", fontsize=9)
-    return fig
-
-
 def write_report(rows: list[dict[str, object]], out_dir: str | Path) -> tuple[Path, Path]:
-    """``out_dir/rate_distortion.csv`` and ``.png``; returns both paths."""
+    """``out_dir/rate_distortion.csv`` and ``.png`` (Fig. 19); returns both paths."""
+    from vhp_lightning.analysis.figures import plot_rate_distortion, save_figure
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "rate_distortion.csv", out / "rate_distortion.png"
@@ -137,13 +95,14 @@ def write_report(rows: list[dict[str, object]], out_dir: str | Path) -> tuple[Pa
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    fig = plot_rate_distortion(rows)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    save_figure(plot_rate_distortion(rows), png_path, dpi=120)
     return csv_path, png_path
 
 
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
+    """The command line (module docstring); returns the CSV and PNG written."""
+    import matplotlib
+
     matplotlib.use("Agg")  # the figure is written to a file, never shown
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun folder: multirun/<...>/<date_time>")

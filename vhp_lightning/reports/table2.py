@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -331,35 +330,15 @@ def _column(rows: list[dict[str, str]], key: str) -> tuple[np.ndarray, np.ndarra
 
 def plot_curves(curves: dict[str, Path], path: Path, title: str) -> None:
     """Validation bound (beta = 1) and beta against the step, one line per Table 2 row, from the
-    curve files ``{row: results/table2/<group>_<row>.csv}``."""
-    import matplotlib.pyplot as plt
+    curve files ``{row: results/table2/<group>_<row>.csv}``, written to ``path``."""
+    from vhp_lightning.analysis.figures import plot_training_curves, save_figure
 
-    fig, (ax_v, ax_b) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    finite: list[float] = []
+    columns = ("val_loss", "beta", "train_prior")
+    data = {}
     for key, curve_csv in curves.items():
-        label = PAPER[key][0]
         rows = read_csv(curve_csv)
-        steps, loss = _column(rows, "val_loss")
-        finite += [v for v in loss if math.isfinite(v)]
-        (line,) = ax_v.plot(steps, loss, lw=1.2, marker=".", ms=3, label=label)
-        beta_steps, beta = _column(rows, "beta")
-        if len(beta_steps):
-            ax_b.plot(beta_steps, np.maximum(beta, 1e-12), lw=1, label=label,
-                      color=line.get_color())  # fmt: skip
-        phase_steps, phase = _column(rows, "train_prior")
-        on = np.flatnonzero(phase > 0.5)
-        if len(on) and on[0] > 0:
-            ax_b.axvline(phase_steps[on[0]], color=line.get_color(), ls=":", lw=0.8)
-    if finite:  # the first validations of REWO (beta ~ 1e-4) are far above the rest
-        ax_v.set_ylim(min(finite) - 2, float(np.percentile(finite, 80)) + 5)
-    ax_v.set(xlabel="step", ylabel="nats", title="validation bound at β = 1 (−ELBO or −IW bound)")
-    ax_b.set(yscale="log", xlabel="step", ylabel="β", title="β (dotted: REWO's phase switch)")
-    ax_v.legend(fontsize=7)
-    ax_b.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        data[PAPER[key][0]] = {column: _column(rows, column) for column in columns}
+    save_figure(plot_training_curves(data, title), path, dpi=90)
 
 
 def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:
