@@ -27,10 +27,10 @@ TINY_NETS = [
     "dataset.n_test=100",
     "dataset.batch_size=50",
     "dataset.eval_batch_size=100",
-    "model.encoder.hidden=[32,32]",
-    "model.decoder.hidden=[32,32]",
-    "model.prior_encoder.hidden=[32,32]",
-    "model.prior_decoder.hidden=[32,32]",
+    "paper.nets.encoder.hidden=[32,32]",
+    "paper.nets.decoder.hidden=[32,32]",
+    "paper.nets.prior_encoder.hidden=[32,32]",
+    "paper.nets.prior_decoder.hidden=[32,32]",
     "paper.n_importance=4",
 ]
 # A pendulum setting small enough for unit tests: small nets, few images, a few steps.
@@ -78,10 +78,10 @@ TINY_CLI = [
     "dataset.n_val=50",
     "dataset.n_test=50",
     "dataset.batch_size=50",
-    "model.encoder.hidden=[16]",
-    "model.decoder.hidden=[16]",
-    "model.prior_encoder.hidden=[16]",
-    "model.prior_decoder.hidden=[16]",
+    "paper.nets.encoder.hidden=[16]",
+    "paper.nets.decoder.hidden=[16]",
+    "paper.nets.prior_encoder.hidden=[16]",
+    "paper.nets.prior_decoder.hidden=[16]",
     "paper.n_importance=2",
     "trainer.max_steps=4",
     "trainer.enable_progress_bar=false",
@@ -113,6 +113,21 @@ def _run_cli(*args: str, cwd: Path, tiny: bool = False) -> subprocess.CompletedP
 def run_cli() -> Callable[..., subprocess.CompletedProcess]:
     """``run_cli(*overrides, cwd=..., tiny=False)``: the real command line in a subprocess."""
     return _run_cli
+
+
+def _run_sweep(*args: str, sweep_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m vhp_lightning.train *args`` in the tiny setting with its jobs in
+    ``sweep_dir/<job number>/`` (pass ``-m`` unless the config is a multirun by itself); it must
+    succeed."""
+    proc = _run_cli(*args, f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir, tiny=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture
+def run_sweep() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_sweep(*args, sweep_dir=...)``: a tiny multirun of the real command line."""
+    return _run_sweep
 
 
 # Tiny models are faster single-threaded on the 2-core CI machines (less thread contention).

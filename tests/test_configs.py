@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from vhp_lightning.datamodules.cmu_mocap import DEFAULT_MOTIONS
 from vhp_lightning.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("dataset", "model", "optim", "trainer", "logger", "callbacks", "experiment")
+GROUPS = ("dataset", "paper/nets", "model", "optim", "trainer", "logger", "callbacks", "experiment")
 
-# Small-but-real settings for options outside the pendulum + vhp_mlp default.
+# Small-but-real settings for options outside the pendulum + MLP nets default.
 FAST = ["paper.n_importance=2", "trainer.enable_progress_bar=false", "callbacks=none"]
 IMAGE_DATA = ["dataset.verify=false", "dataset.batch_size=8", "dataset.eval_batch_size=8"]
 PENDULUM_SMALL = [
@@ -74,7 +75,7 @@ def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str],
     if group == "dataset" and option != "pendulum":
         n_val = [] if option == "mnist_static" else ["dataset.n_val=10"]
         return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST], False
-    if group == "model" and option != "vhp_mlp":
+    if group == "paper/nets" and option != "mlp":
         return [*PENDULUM_SMALL, *FAST], False  # the conv nets adapt to 16x16 images
     if group == "experiment":
         return ["trainer.max_steps=20"], True
@@ -138,6 +139,58 @@ def test_mnist_command_is_the_paper_mnist_setting(compose_cfg) -> None:
     assert cfg.optim.scheme.kappa == 0.18 and cfg.optim.scheme.nu == 1.0
     assert cfg.optim.optimizer.lr == 5e-4
     assert cfg.dataset._target_ == "vhp_lightning.datamodules.mnist.MNISTDataModule"
+
+
+def test_datasets_describe_data_and_select_their_paper_settings(compose_cfg) -> None:
+    """A dataset config holds the data only; conf/paper/<dataset>.yaml holds App. F's settings."""
+    import yaml
+
+    assert options("paper") == options("dataset")
+    for name in options("dataset"):
+        data = yaml.safe_load((CONF / "dataset" / f"{name}.yaml").read_text())
+        assert "_target_" in data and not {"defaults", "paper", "model", "dataset"} & set(data)
+    mlp, conv = "vhp_lightning.nets.mlp.GaussianMLP", "vhp_lightning.nets.conv.ConvEncoder"
+    encoders = {"pendulum": mlp, "cmu_mocap": mlp, "image_folder": conv, "shapes64": conv}
+    for name in options("dataset"):
+        cfg = compose_cfg(f"dataset={name}", tiny=False)
+        assert cfg.model.encoder == cfg.paper.nets.encoder, name
+        gated = "vhp_lightning.nets.conv.GatedConvEncoder"  # the MNIST family
+        assert cfg.model.encoder._target_ == encoders.get(name, gated), name
+
+
+def test_nets_change_with_one_override(compose_cfg) -> None:
+    cfg = compose_cfg("paper/nets=gated", "paper.nets.prior_encoder.hidden=[64]", tiny=False)
+    assert cfg.model.encoder._target_.endswith("GatedConvEncoder")
+    assert cfg.model.prior_encoder.hidden == [64] and cfg.model.prior_decoder.in_dim == 2
+    cfg = compose_cfg("dataset=shapes64", "paper.nets.encoder.hidden=128", tiny=False)
+    assert cfg.model.decoder.hidden == 128  # the conv decoder mirrors the encoder
+    cfg = compose_cfg("experiment=table2", "dataset=fashion_mnist", "+table2=iwae_l2", tiny=False)
+    assert cfg.model.encoder.hidden == [256, 256] and cfg.paper.kappa == 0.31
+    assert cfg.model.prior_encoder._target_.endswith("GatedGaussianMLP")
+
+
+def test_a_model_net_set_by_hand_is_refused_with_the_fix(compose_cfg) -> None:
+    """`+model.encoder.hidden=[16]` (Hydra's hint when `model.encoder.hidden=` is refused) would
+    replace the encoder by {hidden: [16]}: refused before anything is built."""
+    with pytest.raises(ValueError, match=r"paper\.nets\.encoder\.hidden="):
+        train(compose_cfg("+model.encoder.hidden=[16]"))
+
+
+def test_a_checkpoint_from_before_paper_nets_resumes(compose_cfg) -> None:
+    """Run configs written before conf/paper/nets/ hold the nets under model. only (Table 2's
+    also under experiment_nets): a resume compares the model's resolved nets, not their source."""
+    from vhp_lightning.io.checkpoint import config_differences
+    from vhp_lightning.io.config import plain_config
+
+    config = plain_config(compose_cfg())
+    stored = copy.deepcopy(config)
+    del stored["paper"]["nets"]
+    stored["experiment_nets"] = {"encoder": stored["model"]["encoder"]}
+    stored["run_name"] = "pendulum-vhp_mlp-rewo"
+    assert config_differences(stored, config) == []
+    stored["model"]["encoder"]["hidden"] = [8]
+    diffs = config_differences(stored, config)
+    assert diffs == ["model.encoder.hidden: checkpoint [8], now [32, 32]"]
 
 
 def test_fashion_brings_its_own_kappa(compose_cfg) -> None:

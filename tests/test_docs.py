@@ -49,6 +49,14 @@ APPS = {
     ("python", "-m", "vhp_lightning.evaluate"): "eval",
     ("vhp-eval",): "eval",
 }
+# Small nets and few importance samples (also tests/test_faults.py's resumable runs).
+SMALL_NETS = [
+    "paper.nets.encoder.hidden=[16]",
+    "paper.nets.decoder.hidden=[16]",
+    "paper.nets.prior_encoder.hidden=[16]",
+    "paper.nets.prior_decoder.hidden=[16]",
+    "paper.n_importance=2",
+]
 # Appended in tiny mode, each only where the composed config has the key (so a doc command's
 # dataset or model choice is kept). The doc command's own budget is replaced.
 TINY = {
@@ -58,11 +66,7 @@ TINY = {
         "dataset.n_test=50",
         "dataset.batch_size=50",
         "dataset.eval_batch_size=50",
-        "model.encoder.hidden=[16]",
-        "model.decoder.hidden=[16]",
-        "model.prior_encoder.hidden=[16]",
-        "model.prior_decoder.hidden=[16]",
-        "paper.n_importance=2",
+        *SMALL_NETS,
         "trainer.max_steps=8",
         "trainer.max_time=null",
         "trainer.check_val_every_n_epoch=1",

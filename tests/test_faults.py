@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 
+from tests.test_docs import SMALL_NETS
 from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from vhp_lightning.train import train
 
@@ -29,11 +30,7 @@ RESUMABLE = [
     "dataset.n_test=50",
     "dataset.batch_size=10",
     "dataset.eval_batch_size=50",
-    "model.encoder.hidden=[16]",
-    "model.decoder.hidden=[16]",
-    "model.prior_encoder.hidden=[16]",
-    "model.prior_decoder.hidden=[16]",
-    "paper.n_importance=2",
+    *SMALL_NETS,
     "optim.kappa=0.3",  # reachable within a few steps: the phase switch happens in the run
     "trainer.max_steps=100",
     "trainer.check_val_every_n_epoch=100",
@@ -163,7 +160,7 @@ def _reshaped(ckpt: Path, tmp: Path) -> Path:
 BAD_INPUTS = [
     (
         "checkpoint of another model",
-        ["ckpt_path={ckpt}", "model.encoder.hidden=[16]"],
+        ["ckpt_path={ckpt}", "paper.nets.encoder.hidden=[16]"],
         None,
         CheckpointError,
         "trained with another model/config; refusing to resume. Differences (checkpoint vs this "

@@ -124,6 +124,23 @@ def test_help_lists_the_main_commands_and_groups(tmp_path: Path) -> None:
     assert "vhp-eval ckpt_path=... data_dir=/path/to/data" in out
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "--resolve"]])
+def test_help_and_cfg_answer_without_importing_torch_or_lightning(tmp_path, args) -> None:
+    """They took 7 s (the Lightning import) and now load neither torch nor Lightning."""
+    code = (
+        "import sys\n"
+        f"sys.argv = ['vhp-train', *{args!r}]\n"
+        "from vhp_lightning.train import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("loaded: []"), proc.stdout[-500:]
+
+
 def test_cfg_resolve_prints_run_dir_paths_not_none(tmp_path: Path) -> None:
     proc = _cli("--cfg", "job", "--resolve", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -6,20 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from tests.test_models import _one_thread  # noqa: F401  (autouse: tiny nets on one thread)
 from vhp_lightning.nets.conv import ConvDecoder, ConvEncoder, GatedConvDecoder, GatedConvEncoder
 from vhp_lightning.nets.gated import GatedConv2d, GatedDense, GatedGaussianMLP
 from vhp_lightning.nets.mlp import MLP, GaussianMLP
 
 B = 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets run fastest on one thread (and do not fight parallel test runs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _assert_all_grads(module: torch.nn.Module) -> None:

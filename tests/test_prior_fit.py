@@ -50,7 +50,7 @@ def test_default_prior_nets_learn_a_ring_not_a_blob(compose_cfg) -> None:
     within 20 % of the radius. App. F's nets with PyTorch's default init stayed exactly there
     (q(zeta|z) mean spread <= 0.003) for 4 of 4 seeds; with He init (the config's default) they
     leave it (spread 0.5-0.7, -log p 0.6-2.0 after 2000 steps, depending on the seed)."""
-    cfg = compose_cfg("model=vhp_mlp", "paper.latent_dim=2")
+    cfg = compose_cfg("paper/nets=mlp", "paper.latent_dim=2")
     torch.manual_seed(0)
     nets = instantiate(cfg.model.prior_encoder), instantiate(cfg.model.prior_decoder)
     fit = _fit_ring(*nets, steps=2000)

@@ -132,18 +132,10 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
-def test_multirun_two_jobs_each_with_own_logs(run_cli, tmp_path: Path) -> None:
+def test_multirun_two_jobs_each_with_own_logs(run_sweep, tmp_path: Path) -> None:
     """-m with two jobs: each has its own CSV log, TensorBoard events and W&B offline run."""
-    proc = run_cli(
-        "-m",
-        "optim.kappa=0.02,0.05",
-        "logger=[csv,tensorboard,wandb]",
-        f"hydra.sweep.dir={tmp_path}",
-        "test=false",
-        cwd=tmp_path,
-        tiny=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    logger = "logger=[csv,tensorboard,wandb]"
+    run_sweep("-m", "optim.kappa=0.02,0.05", logger, "test=false", sweep_dir=tmp_path)
     runs = []
     for job in ("0", "1"):
         assert (tmp_path / job / "csv" / "metrics.csv").is_file()

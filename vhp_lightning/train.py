@@ -28,28 +28,14 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import matplotlib
-import pytorch_lightning as pl
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory
-from vhp_lightning.datamodules.resumable import resumable_train_loader
-from vhp_lightning.io.checkpoint import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    check_compatible,
-    load_checkpoint,
-)
 from vhp_lightning.io.config import (
     configure_torch,
     instantiate_group,
@@ -59,7 +45,13 @@ from vhp_lightning.io.config import (
     validate,
 )
 from vhp_lightning.io.files import write_text
-from vhp_lightning.module import EvaluationInterrupted, VHPModule
+
+# Lightning, torch and the model are imported where a run needs them (``_train``, ...), not here:
+# ``--help`` and ``--cfg job`` then answer in about a second instead of several.
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from vhp_lightning.module import EvaluationInterrupted
 
 try:
     import fcntl
@@ -92,6 +84,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory
+    from vhp_lightning.datamodules.resumable import resumable_train_loader
+    from vhp_lightning.io.checkpoint import AtomicCheckpointIO, check_compatible, load_checkpoint
+    from vhp_lightning.module import VHPModule
+
     _redact_saved_config()
     ckpt_path = resolve_ckpt_path(cfg)
     if run_dir is not None:
@@ -177,6 +177,8 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         log.info("Resuming from %s", last)
         return str(last)
     if ckpt == "last":
+        from vhp_lightning.io.checkpoint import CheckpointError
+
         raise CheckpointError(
             f"ckpt_path=last: this run dir has no checkpoint ({folder / 'last.ckpt'} does not "
             "exist). Point hydra.run.dir at the run to resume (hydra.run.dir=outputs/<date>/"
@@ -309,6 +311,8 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _finish_wandb(loggers: list[Any]) -> None:
     """Close the W&B run so each multirun job gets its own run."""
+    from pytorch_lightning.loggers import WandbLogger
+
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
 
@@ -334,6 +338,8 @@ def initial_phase_warning(scheme: Any) -> str | None:
 def _report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None:
     """The closing summary: final step and beta, REWO's switch step, the evaluation metrics
     (``test/nll`` with its S), and where the checkpoint, the logs and the figures are."""
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if trainer.global_rank != 0:
         return
@@ -495,7 +501,7 @@ def _missing_plugin(args: list[str]) -> str | None:
 def main() -> Any:
     """``vhp-train`` / ``python -m vhp_lightning.train``: checks that a chosen sweep plugin is
     installed, then runs the Hydra entry point ``hydra_main``."""
-    matplotlib.use("Agg")  # figures are written to files, never shown
+    os.environ["MPLBACKEND"] = "Agg"  # figures are written to files, never shown
     error = _missing_plugin(sys.argv[1:])
     if error:
         sys.exit(error)
@@ -508,6 +514,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     whatever beta the scheme reached) so sweepers (Optuna) can minimise it. A SIGTERM exits with
     status 143: during training after the checkpoint (resume it), during the end-of-run
     evaluation with a message that the checkpoint is complete and how to evaluate it."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from vhp_lightning.module import EvaluationInterrupted
+
     sys.argv[1:] = [redact_override(a) for a in sys.argv[1:]]  # W&B records the command line
     _check_wandb(cfg)
     _absolute_data_paths(cfg)

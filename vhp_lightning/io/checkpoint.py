@@ -170,8 +170,14 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
 )
 
 
+# The keys the model's nets are read from (`model.encoder: ${paper.nets.encoder}`; in run configs
+# written before conf/paper/nets/, `experiment_nets`) are not compared themselves: the resolved
+# nets under `model.` are. So a checkpoint of an earlier version resumes.
+NET_SOURCES: tuple[str, ...] = ("paper.nets", "experiment_nets")
+
+
 def _may_change(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+    return any(key == k or key.startswith(f"{k}.") for k in (*RESUME_MAY_CHANGE, *NET_SOURCES))
 
 
 def config_differences(stored: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:

@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +22,7 @@ def _prod(values: Any) -> int:
 
 def _run_label(base: str, overrides: Any = None) -> str:
     """``${run_label:<dataset>-<model>-<optim>,${hydra:job.override_dirname}}`` -> the base name,
-    then the job's overrides if any: ``pendulum-vhp_mlp-rewo optim.kappa=0.05``."""
+    then the job's overrides if any: ``pendulum-vhp-rewo optim.kappa=0.05``."""
     return f"{base} {overrides}" if overrides else str(base)
 
 
@@ -72,6 +71,22 @@ def validate(cfg: DictConfig) -> None:
         from vhp_lightning.io.schema import check_run_config
 
         check_run_config(cfg)  # types and ranges of the keys set by hand most often
+        check_nets(cfg)
+
+
+def check_nets(cfg: DictConfig) -> None:
+    """Refuse a model net without ``_target_``: what ``+model.encoder.hidden=[64]`` (Hydra's hint
+    when ``model.encoder.hidden=[64]`` is refused) leaves in place of ``${paper.nets.encoder}``."""
+    model = cfg.get("model")
+    for key in ("encoder", "decoder", "prior_encoder", "prior_decoder"):
+        net = model.get(key) if isinstance(model, DictConfig) else None
+        if isinstance(net, DictConfig) and "_target_" not in net:
+            raise ValueError(
+                f"model.{key} has no _target_ (got {OmegaConf.to_container(net)}). A model takes "
+                f"its nets from paper.nets: set their keys there, e.g. "
+                f"paper.nets.{key}.hidden=[64,64], or pick another set with paper/nets=mlp|gated|"
+                "conv64 (conf/paper/nets/)."
+            )
 
 
 def configure_torch(num_threads: Any = 1, flush_denormal: Any = True) -> str:
@@ -85,6 +100,8 @@ def configure_torch(num_threads: Any = 1, flush_denormal: Any = True) -> str:
     slower (bench/RESULTS.md); flushing them changes no Adam update (their squares are below the
     float32 range already, so Adam's step is 0 either way).
     """
+    import torch  # here, not at the top: the CLI's --help and --cfg need no torch
+
     if num_threads is not None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(

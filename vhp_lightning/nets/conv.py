@@ -28,7 +28,7 @@ def _image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(
             f"convolutional nets need data_shape = [channels, height, width], got {list(shape)}; "
-            "use the MLP nets (model=vhp_mlp) for flat data."
+            "use the MLP nets (paper/nets=mlp) for flat data."
         )
     return shape  # type: ignore[return-value]
 
@@ -47,6 +47,19 @@ def _as_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 
 def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
     return (n + 2 * padding - kernel) // stride + 1
+
+
+def _stage_grid(net: str, shape: tuple[int, int, int], n_stages: int) -> tuple[int, int]:
+    """``(H, W) / 2 ** n_stages``: the feature map after ``n_stages`` stride-2 stages of ``net``
+    (``ConvEncoder``; ``ConvDecoder`` starts from it), with an error unless it divides exactly."""
+    _, height, width = shape
+    scale = 2**n_stages
+    if height % scale or width % scale:
+        raise ValueError(
+            f"{net} with {n_stages} stride-2 stages needs height and width divisible by {scale}, "
+            f"got data_shape {list(shape)}"
+        )
+    return height // scale, width // scale
 
 
 # (out_channels, kernel, stride, padding) of q_phi(z|x) for the MNIST family (Table 3); the
@@ -132,19 +145,14 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.data_shape, self.out_dim = _image_shape(data_shape), int(out_dim)
-        c_in, height, width = self.data_shape
-        scale = 2 ** len(channels)
-        if height % scale or width % scale:
-            raise ValueError(
-                f"ConvEncoder with {len(channels)} stride-2 stages needs height and width "
-                f"divisible by {scale}, got data_shape {list(self.data_shape)}"
-            )
+        height, width = _stage_grid("ConvEncoder", self.data_shape, len(channels))
+        c_in = self.data_shape[0]
         layers: list[nn.Module] = []
         for c in (int(c) for c in channels):
             layers += [nn.Conv2d(c_in, c, 5, 2, 2), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1), nn.ReLU()]
             c_in = c
         self.body = nn.Sequential(*layers)
-        self.feature_dim = c_in * (height // scale) * (width // scale)
+        self.feature_dim = c_in * height * width
         self.fc = nn.Sequential(nn.Linear(self.feature_dim, int(hidden)), nn.ReLU())
         self.head = GaussianMLP(int(hidden), self.out_dim, (), "relu", logvar_min, logvar_max)
 
@@ -169,15 +177,9 @@ class ConvDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.in_dim, self.data_shape = int(in_dim), _image_shape(data_shape)
-        n_out, height, width = self.data_shape
-        scale = 2 ** len(channels)
-        if height % scale or width % scale:
-            raise ValueError(
-                f"ConvDecoder with {len(channels)} stride-2 stages needs height and width "
-                f"divisible by {scale}, got data_shape {list(self.data_shape)}"
-            )
-        chans = [n_out, *[int(c) for c in channels]]
-        self.start_shape = (chans[-1], height // scale, width // scale)
+        height, width = _stage_grid("ConvDecoder", self.data_shape, len(channels))
+        chans = [self.data_shape[0], *[int(c) for c in channels]]
+        self.start_shape = (chans[-1], height, width)
         self.fc = nn.Sequential(
             nn.Linear(self.in_dim, int(hidden)),
             nn.ReLU(),
