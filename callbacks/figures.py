@@ -186,7 +186,7 @@ class RunFigures(Callback):
         return {"trace": [list(t) for t in self.trace]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.trace = [tuple(t) for t in state_dict.get("trace", [])]  # type: ignore[misc]
+        self.trace = [tuple(t) for t in state_dict.get("trace", [])]
 
 
 class PendulumFigures(RunFigures):

@@ -99,7 +99,7 @@ class InterpolationAnalysis(Callback):
         x = torch.cat(xs)[: self.max_points]
         if any(y is None for y in ys):
             return x, None
-        labels = torch.cat(ys)[: self.max_points]
+        labels = torch.cat([y for y in ys if y is not None])[: self.max_points]
         names = getattr(dm, "motion_names", None) or getattr(dm, "class_names", None)
         if names and not labels.is_floating_point():  # class names for the legends (Fig. 17)
             return x, np.asarray([str(n) or "(root)" for n in names])[labels.numpy()]

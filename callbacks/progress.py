@@ -103,7 +103,7 @@ def scheme_text(metrics: dict[str, Any], had_initial_phase: bool, ascii_only: bo
         sep, b, c, ratio = " | ", "beta", "C_t", "C_t/kappa^2"
     else:
         sep, b, c, ratio = " · ", "β", "Ĉ", "Ĉ/κ²"
-    parts = [f"{b} {format_number(beta)}"]
+    parts = [f"{b} {'?' if beta is None else format_number(beta)}"]
     if c_hat is not None and kappa_sq:
         parts.append(f"{ratio} {format_number(c_hat / kappa_sq)}")
     elif c_hat is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -154,7 +154,7 @@ class TrainedModel:
         ``data_dir=...``, ``eval_batch_size=...``) through the same allow-list. It never
         downloads unless ``download=True`` is passed here: a stored ``download: true`` is
         ignored, so opening a checkpoint writes no file."""
-        node = OmegaConf.to_container(self.config, resolve=True)["dataset"]  # type: ignore[index]
+        node = cast(dict[str, Any], OmegaConf.to_container(self.config, resolve=True))["dataset"]
         if "download" in node:
             node["download"] = False
         return safe_instantiate({**node, **overrides}, DATA_TARGETS | self.trusted, "dataset")

@@ -306,7 +306,7 @@ def _test_size(trainer: pl.Trainer) -> int | None:
     loaders = trainer.test_dataloaders
     loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
     try:
-        return sum(len(loader.dataset) for loader in loaders)  # type: ignore[union-attr]
+        return sum(len(loader.dataset) for loader in loaders)
     except (AttributeError, TypeError):
         return None
 

@@ -421,7 +421,7 @@ def _absolute_data_paths(cfg: DictConfig) -> None:
         (cfg.get("dataset"), "data_dir"),
         (cfg.get("dataset"), "root"),
     ):
-        if node is None or key not in node or node._get_node(key)._is_interpolation():
+        if node is None or key not in node or OmegaConf.is_interpolation(node, key):
             continue
         value = node.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():

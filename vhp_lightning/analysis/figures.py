@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -89,18 +89,18 @@ def plot_graph_path(
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
     else:
-        fig = ax.figure
+        fig = cast(Figure, ax.figure)  # the caller's axes belong to a Figure
     edges = np.array([(u, v) for u, v in graph.edges()], dtype=np.int64).reshape(-1, 2)
     weights = np.array([w for _, _, w in graph.edges(data="weight", default=1.0)])
     if max_edges is not None and len(edges) > max_edges:
         keep = np.random.default_rng(seed).choice(len(edges), max_edges, replace=False)
         edges, weights = edges[keep], weights[keep]
     if len(edges):
-        lines = LineCollection(nodes_2d[edges], cmap="Blues_r", linewidths=0.4, zorder=1)
+        lines = LineCollection(list(nodes_2d[edges]), cmap="Blues_r", linewidths=0.4, zorder=1)
         lines.set_array(weights)
         ax.add_collection(lines)
         fig.colorbar(lines, ax=ax, fraction=0.046, pad=0.04, label="edge weight")
-    ax.scatter(*nodes_2d.T, s=2, c="0.3", zorder=2)
+    ax.scatter(nodes_2d[:, 0], nodes_2d[:, 1], s=2, c="0.3", zorder=2)
     colours = PATH_COLOURS if len(paths_2d) > 1 else ("red",)
     for k, p in enumerate(paths_2d):
         colour = colours[k % len(colours)]
@@ -116,7 +116,7 @@ def plot_graph_path(
 
 def plot_image_strip(
     images: np.ndarray,
-    image_shape: tuple[int, int] | None = None,
+    image_shape: tuple[int, ...] | None = None,
     title: str | None = None,
     max_images: int | None = None,
     cmap: str = "gray",
@@ -178,7 +178,11 @@ def plot_latents(
     (latents_2d,), note = _to_2d(latents)
     fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
     points = ax.scatter(
-        *latents_2d.T, s=3, c=np.asarray(values), cmap="twilight" if cyclic else "viridis"
+        latents_2d[:, 0],
+        latents_2d[:, 1],
+        s=3,
+        c=np.asarray(values),
+        cmap="twilight" if cyclic else "viridis",
     )
     fig.colorbar(points, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title + note, fontsize=9)
@@ -491,9 +495,9 @@ def plot_rate_distortion(rows: Sequence[Mapping[str, Any]]) -> Figure:
     ax_rd.set_xlabel("rate: KL term (nats)")
     ax_rd.set_ylabel("distortion: E_q[-log p(x|z)] (nats)")
     ax_rd.set_title("rate vs distortion (dotted: equal -ELBO)", fontsize=9)
-    y = nll if have_nll else [float(r["negative_elbo"]) for r in rows]
-    ax_n.scatter(rate, y, s=40, color="tab:red")  # NaN NLLs are left out
-    for r, a, b in zip(rows, rate, y, strict=True):
+    ys: list[float] = list(nll) if have_nll else [float(r["negative_elbo"]) for r in rows]
+    ax_n.scatter(rate, ys, s=40, color="tab:red")  # NaN NLLs are left out
+    for r, a, b in zip(rows, rate, ys, strict=True):
         ax_n.annotate(str(r["job"]), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax_n.set_xlabel("rate: KL term (nats)")
     ax_n.set_ylabel("test NLL (nats)" if have_nll else "-ELBO = rate + distortion (train, nats)")

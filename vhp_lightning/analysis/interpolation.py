@@ -102,7 +102,9 @@ def _strip_pairs(
     """Endpoint pairs for the strips: with discrete labels, one within a class (Fig. 5, black)
     and the rest across classes; otherwise random pairs."""
     if not is_discrete(labels):
-        return [tuple(int(i) for i in rng.choice(n, 2, replace=False)) for _ in range(n_strips)]
+        draws = (rng.choice(n, 2, replace=False) for _ in range(n_strips))
+        return [(int(i), int(j)) for i, j in draws]
+    assert labels is not None  # is_discrete(None) is False
     classes = [c for c in np.unique(labels)]
     members = {c: np.flatnonzero(labels == c) for c in classes}
     pairs: list[tuple[int, int]] = []
@@ -242,7 +244,8 @@ def interpolation_analysis(
         "path_points_mean": float(np.mean([r[7] for r in connected])) if connected else nan,
         "latent_length_mean": float(np.mean([r[8] for r in connected])) if connected else nan,
     }
-    _write_csv(out / "interpolation_summary.csv", ("metric", "value"), list(summary.items()))
+    summary_rows = [[key, value] for key, value in summary.items()]
+    _write_csv(out / "interpolation_summary.csv", ("metric", "value"), summary_rows)
     if per_dim_rows and image_shape is None:
         per_dim = np.stack(per_dim_rows)  # (n_connected, D)
         mean, std = per_dim.mean(axis=0), per_dim.std(axis=0)

@@ -25,7 +25,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 
 
-def wrap_angle(a: np.ndarray) -> np.ndarray:
+def wrap_angle(a: np.ndarray | float) -> np.ndarray:
     """Wrap angles (radians, any shape) into (-pi, pi]."""
     return np.pi - np.mod(np.pi - np.asarray(a, dtype=np.float64), 2.0 * np.pi)
 

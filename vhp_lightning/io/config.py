@@ -146,4 +146,4 @@ def redact_override(override: str) -> str:
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers, secrets redacted: what we store and log."""
-    return redact(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[return-value]
+    return redact(OmegaConf.to_container(cfg, resolve=True))

@@ -30,7 +30,7 @@ def _image_shape(data_shape: Sequence[int]) -> tuple[int, int, int]:
             f"convolutional nets need data_shape = [channels, height, width], got {list(shape)}; "
             "use the MLP nets (paper/nets=mlp) for flat data."
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _as_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

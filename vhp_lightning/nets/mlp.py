@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
 INITS = ("torch", "he")
+# He init's gain per activation (torch.nn.init.calculate_gain); "linear" for the others.
+_HE_GAINS: dict[str, Literal["relu", "leaky_relu", "tanh", "linear"]] = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "tanh": "tanh",
+}
 
 
 def _activation(name: str) -> nn.Module:
@@ -50,7 +57,7 @@ class MLP(nn.Module):
         layers.append(nn.Linear(dims[-1], self.out_dim))
         self.net = nn.Sequential(*layers)
         if init == "he":
-            gain = activation if activation in ("relu", "leaky_relu", "tanh") else "linear"
+            gain = _HE_GAINS.get(activation, "linear")
             for layer in layers:
                 if isinstance(layer, nn.Linear):
                     nn.init.kaiming_uniform_(layer.weight, nonlinearity=gain)

@@ -17,6 +17,7 @@ import argparse
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,7 +40,7 @@ def _label(job: Path) -> str:
     return " ".join(str(o) for o in overrides) if overrides else job.name
 
 
-def read_job(job: Path, last: int = 5) -> dict[str, object] | None:
+def read_job(job: Path, last: int = 5) -> dict[str, Any] | None:
     """One row of ``FIELDS`` for the job folder ``job``, or None if it has no ``metrics.csv``."""
     found = sorted(job.rglob("metrics.csv"))
     if not found:
@@ -61,7 +62,7 @@ def read_job(job: Path, last: int = 5) -> dict[str, object] | None:
     }
 
 
-def collect(sweep_dir: str | Path, last: int = 5) -> list[dict[str, object]]:
+def collect(sweep_dir: str | Path, last: int = 5) -> list[dict[str, Any]]:
     """Rows for every job of ``sweep_dir`` (sorted by job name) that has a ``metrics.csv``.
 
     Raises:
