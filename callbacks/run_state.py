@@ -3,10 +3,10 @@
 Together with ``vhp_lightning.datamodules.resumable`` (the data position) these make a resumed
 run equal an uninterrupted one, also from a checkpoint written in the middle of an epoch
 (SIGTERM, Ctrl-C): ``RNGStateCallback`` restores the global RNGs (the model's sampling noise)
-and ``ResumableLoader`` replays the interrupted epoch's order and skips the batches already
-trained on. ``AppendingCSVLogger`` + ``LogHistory`` keep one ``metrics.csv`` per run dir across
-resumes: the rows written up to the checkpoint, then the resumed run's rows (Lightning's
-``CSVLogger`` deletes the file when it starts).
+and the training loader (torchdata's ``StatefulDataLoader``) replays the interrupted epoch's
+order and skips the batches already trained on. ``AppendingCSVLogger`` + ``LogHistory`` keep one
+``metrics.csv`` per run dir across resumes: the rows written up to the checkpoint, then the
+resumed run's rows (Lightning's ``CSVLogger`` deletes the file when it starts).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import random
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
@@ -46,7 +46,8 @@ class RNGStateCallback(Callback):
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+        kind, keys, pos, has_gauss, cached = numpy_state
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
@@ -122,9 +123,11 @@ class SaveOnInterrupt(Callback):
         if trainer.state.fn != "fit":
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for cb in trainer.checkpoint_callbacks:  # this file is now the run's last checkpoint, so a
-            if getattr(cb, "dirpath", None) and Path(cb.dirpath) == self.path.parent:  # resumed
-                cb.last_model_path = str(self.path)  # ModelCheckpoint overwrites it (no last-v1)
+        # This file is now the run's last checkpoint: a resumed run's ModelCheckpoint overwrites it
+        # (no last-v1.ckpt).
+        for cb in [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]:
+            if cb.dirpath and Path(cb.dirpath) == self.path.parent:
+                cb.last_model_path = str(self.path)
         trainer.save_checkpoint(str(self.path))
         rank_zero_info(
             f"Interrupted at step {trainer.global_step}: checkpoint written to {self.path}. "
@@ -190,7 +193,7 @@ class AppendingCSVLogger(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return cast(_AppendingWriter, self._experiment)
 
     @property
     def metrics_file(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,15 @@ def read_text(path: str | Path) -> str:
         return path.read_text()
 
 
+def _content_lines(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, stripped line)`` of each line of ``text`` that is neither blank nor a
+    ``#`` comment."""
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield lineno, line
+
+
 def parse_asf(text: str, where: str = "ASF") -> dict[str, list[str]]:
     """Bone name -> its DOF names in file order, from the text of an ASF file.
 
@@ -38,10 +48,7 @@ def parse_asf(text: str, where: str = "ASF") -> dict[str, list[str]]:
     """
     dofs: dict[str, list[str]] = {}
     section, bone = "", None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for _, line in _content_lines(text):
         if line.startswith(":"):
             section = line.split()[0]
             continue
@@ -84,10 +91,7 @@ def parse_amc(
     """
     frames: list[dict[str, list[float]]] = []
     radians = False
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for lineno, line in _content_lines(text):
         if line.startswith(":"):
             radians = radians or line.upper().startswith(":RADIANS")
             continue

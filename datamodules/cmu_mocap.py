@@ -47,7 +47,13 @@ import torch
 from torch.utils.data import TensorDataset
 
 from vhp_lightning.datamodules.asf_amc import read_motion
-from vhp_lightning.datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.files import resolve_data_dir
+from vhp_lightning.datamodules.splits import (
+    SplitDataModule,
+    check_batch_sizes,
+    check_fractions,
+    split_by_fractions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +169,7 @@ class CMUMocapDataModule(SplitDataModule):
     ) -> None:
         super().__init__()
         if data_dir is None or str(data_dir) == "":
-            data_dir = Path(os.environ.get("VHP_DATA_DIR") or "data") / "cmu_mocap"
+            data_dir = resolve_data_dir(None) / "cmu_mocap"
         self.data_dir = Path(data_dir).expanduser()
         self.motions = [dict(m) for m in (DEFAULT_MOTIONS if motions is None else motions)]
         if not self.motions:
@@ -182,13 +188,10 @@ class CMUMocapDataModule(SplitDataModule):
                 f"Unknown dataset.normalization {normalization!r}. Choose one of: "
                 f"{', '.join(NORMALIZATIONS)}."
             )
-        if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"need 0 <= val_fraction, test_fraction and their sum < 1, got {val_fraction}, "
-                f"{test_fraction}"
-            )
-        if int(frame_step) < 1 or batch_size < 1 or eval_batch_size < 1:
-            raise ValueError("frame_step, batch_size and eval_batch_size must be >= 1")
+        check_fractions(val_fraction, test_fraction)
+        check_batch_sizes(batch_size, eval_batch_size)
+        if int(frame_step) < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
         self.data_shape = (len(FEATURE_CHANNELS),)
         self.frame_step, self.normalization = int(frame_step), normalization
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
@@ -241,12 +244,9 @@ class CMUMocapDataModule(SplitDataModule):
         rng = np.random.default_rng(self.seed)
         parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
         for label in np.unique(y):
-            idx = rng.permutation(np.flatnonzero(y == label))
-            n_val = round(self.val_fraction * len(idx))
-            n_test = round(self.test_fraction * len(idx))
-            parts["val"].append(idx[:n_val])
-            parts["test"].append(idx[n_val : n_val + n_test])
-            parts["train"].append(idx[n_val + n_test :])
+            order = rng.permutation(np.flatnonzero(y == label))
+            for k, idx in split_by_fractions(order, self.val_fraction, self.test_fraction).items():
+                parts[k].append(idx)
         index = {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
         if len(index["train"]) == 0:
             raise ValueError("no training frames left; lower val_fraction/test_fraction")

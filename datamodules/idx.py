@@ -1,67 +1,78 @@
-"""Reading IDX files (the MNIST file format) and checking files against known digests.
+"""Reading IDX files (the MNIST file format) with torchvision, and checking files against known
+digests.
 
 IDX: a big-endian header ``0x00 0x00 <dtype> <ndim>`` followed by ``ndim`` uint32 sizes, then the
-data in row-major order (images start at byte 16, labels at byte 8). Files may be gzipped.
+data in row-major order. torchvision's MNIST reader parses it; it reads plain files only, so a
+``.gz`` file is first decompressed into a temporary folder with torchvision's ``extract_archive``.
 
-A digest check accepts a file when any of the md5/sha256 of its bytes or, for ``.gz`` files, of
-its decompressed bytes is among the known values: recompressed ``.gz`` files differ byte for byte
-from the published ones but decompress to the same data.
+A digest check accepts a file when any of the md5 (torchvision's ``calculate_md5``) or sha256 of
+its bytes or, for ``.gz`` files, of its decompressed bytes is among the known values: recompressed
+``.gz`` files differ byte for byte from the published ones but decompress to the same data.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+from torchvision.datasets.utils import calculate_md5, extract_archive
 
-from vhp_lightning.datamodules.files import DataFileError
-
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+from vhp_lightning.datamodules.files import DataFileError, reading
 
 
 class ChecksumError(ValueError):
     """A data file's digest is not among the known good values."""
 
 
-def parse_idx(data: bytes, path: Path) -> np.ndarray:
-    """Decode the IDX bytes ``data`` (read from ``path``, named in errors) -> array of its shape."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataFileError(
-            f"{path} is not an IDX file (header {data[:4].hex()}, expected 0000<dtype><ndim>); "
-            f"delete it and download it again"
-        )
-    ndim = data[3]
-    offset = 4 + 4 * ndim
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    n_bytes = int(np.prod(shape)) * dtype.itemsize
-    if len(data) != offset + n_bytes:
-        raise DataFileError(
-            f"{path} is truncated or corrupt: its header says shape {list(shape)} "
-            f"({offset + n_bytes} bytes) but it holds {len(data)} bytes; delete it and download "
-            f"it again"
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))  # native byte order, writable copy
+@contextmanager
+def uncompressed(path: Path, fix: str) -> Iterator[Path]:
+    """``path`` itself, or for a ``.gz`` file its content decompressed into a temporary folder
+    (removed on exit). A damaged ``.gz`` file raises ``DataFileError`` naming ``path`` and
+    ``fix``."""
+    if path.suffix != ".gz":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="vhp-idx-") as tmp:
+        with reading(path, fix):
+            extract_archive(path, tmp)
+        yield Path(tmp) / path.stem
 
 
-def digests(*contents: bytes) -> dict[str, str]:
-    """md5 and sha256 of each distinct byte string, as ``{hex digest: description}``."""
+def read_idx(content: Path, path: Path, fix: str) -> np.ndarray:
+    """The array in the uncompressed IDX file ``content`` (read from ``path``, which errors name
+    with ``fix``), in its stored shape and dtype, read with torchvision's MNIST reader."""
+    try:
+        return read_sn3_pascalvincent_tensor(str(content), strict=True).numpy()
+    except (AssertionError, KeyError, RuntimeError, ValueError) as err:
+        # torchvision asserts on the header and on the size; without asserts (python -O) a bad
+        # dtype is a KeyError and a wrong size a RuntimeError (view) or ValueError (frombuffer)
+        raise DataFileError(
+            f"{path} is not a valid IDX file, or it is truncated (torchvision's reader: "
+            f"{type(err).__name__}{f': {err}' if str(err) else ''}): {fix}"
+        ) from err
+
+
+def file_digests(*paths: Path) -> dict[str, str]:
+    """md5 and sha256 of each distinct file, as ``{hex digest: description}``; the first file is
+    "the file", the others "the decompressed content"."""
     out: dict[str, str] = {}
-    for i, data in enumerate(dict.fromkeys(contents)):
+    for i, path in enumerate(dict.fromkeys(paths)):
         what = "of the file" if i == 0 else "of the decompressed content"
-        out[hashlib.md5(data).hexdigest()] = f"md5 {what}"
-        out[hashlib.sha256(data).hexdigest()] = f"sha256 {what}"
+        out[calculate_md5(path)] = f"md5 {what}"
+        out[hashlib.sha256(path.read_bytes()).hexdigest()] = f"sha256 {what}"
     return out
 
 
 def check_digests(name: str, found: dict[str, str], known: Iterable[str], fix: str) -> None:
     """Raise :class:`ChecksumError` unless one digest in ``found`` is among ``known``.
 
-    ``found`` maps hex digests to what they are of (see :func:`digests`); ``name`` and ``fix``
-    make the message.
+    ``found`` maps hex digests to what they are of (see :func:`file_digests`); ``name`` and
+    ``fix`` make the message.
     """
     known = [k.lower() for k in known]
     if any(d in known for d in found):

@@ -30,16 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
-from vhp_lightning.datamodules.files import reading
-from vhp_lightning.datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.files import read_grey
+from vhp_lightning.datamodules.splits import (
+    SplitDataModule,
+    check_batch_sizes,
+    check_fractions,
+    split_by_fractions,
+)
 
 log = logging.getLogger(__name__)
-
-# PIL modes whose conversion to 8-bit grey ("L") is exact up to the usual luma weights.
-_EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -81,25 +82,18 @@ def read_image_folder(
             f"no images ({', '.join(EXTENSIONS)}) found below {root}; set dataset.root to a "
             "folder of 64x64 grey images, or try dataset=shapes64"
         )
-    classes = sorted({p.relative_to(root).parts[0] if p.parent != root else "" for p in paths})
+    folders = [p.relative_to(root).parts[0] if p.parent != root else "" for p in paths]
+    classes = sorted(set(folders))
     class_index = {c: i for i, c in enumerate(classes)}
     height, width = size
     images, labels, wrong = [], [], []
-    for p in paths:
-        with reading(p, "remove or replace it"), Image.open(p) as im:
-            if im.mode not in _EIGHT_BIT_MODES:  # e.g. 16-bit or float: "L" would clip silently
-                raise ValueError(
-                    f"{p} has pixel mode {im.mode!r}; expected 8-bit grey, colour or palette "
-                    f"images ({', '.join(_EIGHT_BIT_MODES)}): convert it to 8 bits"
-                )
-            grey = im.convert("L")
-            if grey.size != (width, height):
-                if not resize:
-                    wrong.append(f"{p} ({grey.size[0]}x{grey.size[1]})")
-                    continue
-                grey = grey.resize((width, height), Image.Resampling.BILINEAR)
-            images.append(np.asarray(grey, dtype=np.uint8))
-        labels.append(class_index[p.relative_to(root).parts[0] if p.parent != root else ""])
+    for p, folder in zip(paths, folders, strict=True):
+        grey = read_grey(p, "remove or replace it", size if resize else None)
+        if grey.shape != (height, width):
+            wrong.append(f"{p} ({grey.shape[1]}x{grey.shape[0]})")
+            continue
+        images.append(grey)
+        labels.append(class_index[folder])
     if wrong:
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise ValueError(
@@ -199,13 +193,8 @@ class _GreyImageDataModule(SplitDataModule):
             raise ValueError(
                 f"{self.name} gives grey images: data_shape must be [1, H, W], got {list(shape)}"
             )
-        if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"need 0 <= val_fraction, test_fraction and their sum < 1, got {val_fraction}, "
-                f"{test_fraction}"
-            )
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        check_fractions(val_fraction, test_fraction)
+        check_batch_sizes(batch_size, eval_batch_size)
         self.data_shape = shape
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -221,22 +210,16 @@ class _GreyImageDataModule(SplitDataModule):
         grey, labels = self._load()
         n = len(grey)
         perm = np.random.default_rng(self.seed).permutation(n)
-        n_val, n_test = round(self.val_fraction * n), round(self.test_fraction * n)
-        if n - n_val - n_test < 1:
+        index = split_by_fractions(perm, self.val_fraction, self.test_fraction)
+        if len(index["train"]) < 1:
             raise ValueError(f"{self.name}: {n} images leave none for training")
-        for split, count, fraction in (("val", n_val, self.val_fraction),
-                                       ("test", n_test, self.test_fraction)):  # fmt: skip
-            if fraction > 0 and count == 0:
+        for split, fraction in (("val", self.val_fraction), ("test", self.test_fraction)):
+            if fraction > 0 and len(index[split]) == 0:
                 raise ValueError(
                     f"{self.name}: {n} images give an empty {split} split ({split}_fraction = "
                     f"{fraction} of {n} rounds to 0); add images or raise "
                     f"dataset.{split}_fraction"
                 )
-        index = {
-            "val": perm[:n_val],
-            "test": perm[n_val : n_val + n_test],
-            "train": perm[n_val + n_test :],
-        }
         grey_t = torch.from_numpy(np.ascontiguousarray(grey))[:, None]
         labels_t = torch.from_numpy(labels)
         self.splits = {k: GreyImages(grey_t[i], labels_t[i]) for k, i in index.items()}

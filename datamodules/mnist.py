@@ -20,7 +20,6 @@ tests pass their own with ``checksums={name: digest}``.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -28,21 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from vhp_lightning.datamodules.files import reading
-from vhp_lightning.datamodules.idx import check_digests, digests, parse_idx
-from vhp_lightning.datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.files import ENV_VAR, read_grey, reading, resolve_data_dir
+from vhp_lightning.datamodules.idx import check_digests, file_digests, read_idx, uncompressed
+from vhp_lightning.datamodules.splits import SplitDataModule, check_batch_sizes
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "VHP_DATA_DIR"
 IMAGE_SHAPE = (1, 28, 28)
 
 # Known good digests per file (name without .gz): md5 of the uncompressed file, md5 of the
 # upstream .gz (the value torchvision checks), sha256 of the staged .gz (shared/data/SHA256SUMS).
-MNIST_DIGESTS = {
+MNIST_DIGESTS: dict[str, tuple[str, ...]] = {
     "train-images-idx3-ubyte": (
         "6bbc9ace898e44ae57da46a324031adb",
         "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -64,7 +61,7 @@ MNIST_DIGESTS = {
         "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
     ),
 }
-FASHION_MNIST_DIGESTS = {
+FASHION_MNIST_DIGESTS: dict[str, tuple[str, ...]] = {
     "train-images-idx3-ubyte": (
         "f4a8712d7a061bf5bd6d2ca38dc4d50a",
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -87,26 +84,19 @@ FASHION_MNIST_DIGESTS = {
     ),
 }
 # md5 of each array's ``a.tobytes()`` (the npz container's own hash varies with zip timestamps).
-STATIC_MNIST_DIGESTS = {
+STATIC_MNIST_DIGESTS: dict[str, tuple[str, ...]] = {
     "train": ("8d4f0427d6c2572b5e9994e08bad66de",),
     "valid": ("3e33becd40c694040e5e6c812e2f4b50",),
     "test": ("fc34623e13bd64fed2f8b61365198339",),
 }
 # md5 of torchvision's Omniglot zips; checked when the zip lies beside the extracted folder.
-OMNIGLOT_DIGESTS = {
+OMNIGLOT_DIGESTS: dict[str, tuple[str, ...]] = {
     "images_background": ("68d2efa1b9178cc56df9314c21c6e718",),
     "images_evaluation": ("6b91aef0f799c5bb55b94e3f2daec811",),
 }
 STATIC_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 
 Split = tuple[np.ndarray, np.ndarray]  # grey levels (N, 28, 28) uint8, labels (N,) int64
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """``data_dir`` if given, else ``$VHP_DATA_DIR`` if set and non-empty, else ``./data``."""
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(ENV_VAR) or "data"
-    return Path(data_dir).expanduser()
 
 
 class BinaryImages(Dataset):
@@ -136,15 +126,20 @@ class BinaryImages(Dataset):
 class BinaryImageDataModule(SplitDataModule):
     """Shared machinery of the 28x28 binary image datasets: arguments, data_dir, splits, loaders.
 
-    A subclass implements ``_load() -> {"train", "val", "test": (grey (N, 28, 28) uint8,
-    labels (N,) int64)}`` and optionally ``_download()``. ``n_val=None`` takes the dataset's
-    ``default_n_val``; ``checksums`` maps a file name to its accepted digest(s), replacing the
-    known values for that name (tests use it for fixtures).
+    A subclass names its files (or folders) ``names`` and where they may lie, ``folders`` under
+    ``data_dir``; it implements ``_load() -> {"train", "val", "test": (grey (N, 28, 28) uint8,
+    labels (N,) int64)}`` (finding its files with ``_find_or_download``) and, if torchvision can
+    fetch them, ``_download()``. ``n_val=None`` takes the dataset's ``default_n_val``;
+    ``checksums`` maps a file name to its accepted digest(s), replacing the known values for that
+    name (tests use it for fixtures).
     """
 
     name = ""  # for messages
     dynamic = True  # binarise the training images afresh on every draw
     default_n_val: int | None = None
+    names: tuple[str, ...] = ()  # the files (or folders) the dataset reads
+    folders: tuple[str, ...] = ()  # where they may lie, relative to data_dir
+    how_to_get = ", or set dataset.download=true to let torchvision download them"  # messages
 
     def __init__(
         self,
@@ -160,14 +155,13 @@ class BinaryImageDataModule(SplitDataModule):
         checksums: dict[str, str | list[str]] | None = None,
     ) -> None:
         super().__init__()
-        data_shape = tuple(int(d) for d in data_shape)
-        if data_shape != IMAGE_SHAPE:
+        shape = tuple(int(d) for d in data_shape)
+        if shape != IMAGE_SHAPE:
             raise ValueError(
                 f"{self.name} images have shape {list(IMAGE_SHAPE)}, got data_shape="
-                f"{list(data_shape)}; set dataset.data_shape=[1, 28, 28]"
+                f"{list(shape)}; set dataset.data_shape=[1, 28, 28]"
             )
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        check_batch_sizes(batch_size, eval_batch_size)
         if n_val is not None and self.default_n_val is None:
             raise ValueError(f"{self.name} has a fixed validation split; leave n_val unset (null)")
         self.n_val = self.default_n_val if n_val is None else int(n_val)
@@ -176,7 +170,7 @@ class BinaryImageDataModule(SplitDataModule):
         self.data_dir = resolve_data_dir(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.download, self.seed = num_workers, download, seed
-        self.data_shape, self.verify = data_shape, verify
+        self.data_shape, self.verify = IMAGE_SHAPE, verify
         checksums = dict(checksums or {})
         self.checksums = {k: [v] if isinstance(v, str) else list(v) for k, v in checksums.items()}
         self.splits: dict[str, BinaryImages] = {}
@@ -191,8 +185,55 @@ class BinaryImageDataModule(SplitDataModule):
     def _download(self) -> None:
         """Fetch the files into ``data_dir`` (only called when some are missing)."""
 
+    def _candidates(self, name: str) -> list[Path]:
+        """The paths where ``name`` may lie, in order of preference."""
+        return [self.data_dir / f / name for f in self.folders]
+
+    def _find(self) -> tuple[dict[str, Path], list[str]]:
+        """``({name: first of its candidates that exists}, [names with none])`` over ``names``."""
+        found, missing = {}, []
+        for name in self.names:
+            path = next((p for p in self._candidates(name) if p.exists()), None)
+            if path is None:
+                missing.append(name)
+            else:
+                found[name] = path
+        return found, missing
+
+    def _not_found(self, missing: list[str]) -> FileNotFoundError:
+        """The error for the ``missing`` names: where they were looked for and the fix."""
+        paths = ", ".join(str(self._candidates(name)[0]) for name in missing)
+        where = " and ".join(f"{self.data_dir / f}/" for f in self.folders)
+        holds = " or ".join(f"{f}/" for f in self.folders if f != ".")
+        return FileNotFoundError(
+            f"{self.name} files not found: {paths} (looked in {where}). Fix: pass data_dir= "
+            f"(dataset.data_dir=... or set {ENV_VAR}) pointing at the folder that holds "
+            f"{holds}{self.how_to_get}"
+        )
+
+    def _find_or_download(self) -> dict[str, Path]:
+        """``{name: path}`` of every one of ``names``; downloads missing ones first when
+        ``download`` is set; raises ``_not_found`` for any still missing."""
+        found, missing = self._find()
+        if missing and self.download:
+            self._download()
+            found, missing = self._find()
+        if missing:
+            raise self._not_found(missing)
+        return found
+
+    def _n_train(self, n: int, where: Path) -> int:
+        """How many of the ``n`` training-set images (read from ``where``) are left for training
+        once ``n_val`` are held out for validation; ``ValueError`` if none."""
+        n_val = self.n_val or 0
+        if n_val >= n:
+            raise ValueError(
+                f"n_val={n_val} leaves no training images ({n} in {where}); choose n_val < {n}"
+            )
+        return n - n_val
+
     def prepare_data(self) -> None:
-        if self.download:
+        if self.download and self._find()[1]:
             self._download()
 
     def setup(self, stage: str | None = None) -> None:
@@ -220,7 +261,6 @@ def _check_images(images: np.ndarray, where: str) -> None:
 class _IDXDataModule(BinaryImageDataModule):
     """MNIST-format data: four IDX files, val = the last ``n_val`` training images."""
 
-    folders: tuple[str, ...] = ()  # where the files may lie, relative to data_dir
     known: dict[str, tuple[str, ...]] = {}  # accepted digests per file name
     torchvision_name = ""  # the torchvision.datasets class that downloads the files
     default_n_val = 10_000
@@ -228,55 +268,32 @@ class _IDXDataModule(BinaryImageDataModule):
         "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     }
+    names = (*files["train"], *files["test"])
 
-    def _find(self) -> tuple[dict[str, Path], list[str]]:
-        """``({name: path found}, [names missing])`` over the accepted layouts."""
-        found, missing = {}, []
-        for name in sum(self.files.values(), ()):
-            candidates = [self.data_dir / f / n for f in self.folders for n in (name, name + ".gz")]
-            path = next((p for p in candidates if p.is_file()), None)
-            if path is None:
-                missing.append(name)
-            else:
-                found[name] = path
-        return found, missing
+    def _candidates(self, name: str) -> list[Path]:  # gzipped or not
+        return [self.data_dir / f / n for f in self.folders for n in (name + ".gz", name)]
 
     def _download(self) -> None:
-        if not self._find()[1]:
-            return
         import torchvision
 
         log.info("%s: downloading into %s with torchvision", self.name, self.data_dir)
         getattr(torchvision.datasets, self.torchvision_name)(root=str(self.data_dir), download=True)
 
     def _read(self, name: str, path: Path) -> np.ndarray:
-        """Parse the IDX file ``path``, check its image shape, then its digest."""
-        with reading(path, "delete it and download it again (dataset.download=true)"):
-            file_bytes = path.read_bytes()
-            content = gzip.decompress(file_bytes) if path.suffix == ".gz" else file_bytes
-            array = parse_idx(content, path)
-        if "idx3" in name:
-            _check_images(array, str(path))
-        if self.verify:
-            fix = "delete it and download it again (dataset.download=true)"
-            found = digests(file_bytes, content)
-            check_digests(str(path), found, self.known_digests(name, self.known), fix)
+        """Read the IDX file ``path`` (torchvision's reader), check its image shape, then its
+        digest."""
+        fix = "delete it and download it again (dataset.download=true)"
+        with uncompressed(path, fix) as content:
+            array = read_idx(content, path, fix)
+            if "idx3" in name:
+                _check_images(array, str(path))
+            if self.verify:
+                known = self.known_digests(name, self.known)
+                check_digests(str(path), file_digests(path, content), known, fix)
         return array
 
     def _load(self) -> dict[str, Split]:
-        found, missing = self._find()
-        if missing and self.download:
-            self._download()
-            found, missing = self._find()
-        if missing:
-            where = " and ".join(f"{self.data_dir / f}/" for f in self.folders)
-            paths = ", ".join(str(self.data_dir / self.folders[0] / (n + ".gz")) for n in missing)
-            raise FileNotFoundError(
-                f"{self.name} files not found: {paths} (looked in {where}, gzipped or not). "
-                f"Fix: pass data_dir= (dataset.data_dir=... or set {ENV_VAR}) pointing at the "
-                f"folder that holds {' or '.join(f + '/' for f in self.folders)}, or set "
-                f"dataset.download=true to let torchvision download them"
-            )
+        found = self._find_or_download()
         out = {}
         for split, (image_name, label_name) in self.files.items():
             images = self._read(image_name, found[image_name])
@@ -289,13 +306,7 @@ class _IDXDataModule(BinaryImageDataModule):
                 )
             out[split] = (images, labels.astype(np.int64))
         x, y = out.pop("train")
-        n_train = len(x)
-        if self.n_val >= n_train:
-            raise ValueError(
-                f"n_val={self.n_val} leaves no training images ({n_train} in "
-                f"{found[self.files['train'][0]]}); choose n_val < {n_train}"
-            )
-        k = n_train - self.n_val
+        k = self._n_train(len(x), found[self.files["train"][0]])
         return {"train": (x[:k], y[:k]), "val": (x[k:], y[k:]), "test": out["test"]}
 
 
@@ -326,11 +337,11 @@ def amat_to_npz(folder: str | os.PathLike, out: str | os.PathLike) -> None:
     ``STATIC_MNIST_URL``) in ``folder`` into the ``binarized_mnist.npz`` that
     :class:`StaticMNISTDataModule` reads (about a minute).
     """
-    arrays = {
-        s: np.loadtxt(Path(folder) / f"binarized_mnist_{s}.amat", dtype=np.uint8)
-        for s in ("train", "valid", "test")
-    }
-    np.savez_compressed(out, **arrays)
+
+    def load(split: str) -> np.ndarray:
+        return np.loadtxt(Path(folder) / f"binarized_mnist_{split}.amat", dtype=np.uint8)
+
+    np.savez_compressed(out, train=load("train"), valid=load("valid"), test=load("test"))
 
 
 class StaticMNISTDataModule(BinaryImageDataModule):
@@ -342,21 +353,17 @@ class StaticMNISTDataModule(BinaryImageDataModule):
 
     name = "static MNIST"
     dynamic = False
+    names = ("binarized_mnist.npz",)
     folders = ("binarized_mnist", ".")
     keys = {"train": "train", "val": "valid", "test": "test"}
+    how_to_get = (
+        f". torchvision cannot download it (dataset.download=true does not help): get "
+        f"binarized_mnist_{{train,valid,test}}.amat from {STATIC_MNIST_URL} and convert them "
+        f"with vhp_lightning.datamodules.mnist.amat_to_npz"
+    )
 
     def _load(self) -> dict[str, Split]:
-        candidates = [self.data_dir / f / "binarized_mnist.npz" for f in self.folders]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise FileNotFoundError(
-                f"{self.name} file not found: {candidates[0]} (also looked for {candidates[1]}). "
-                f"Fix: pass data_dir= (dataset.data_dir=... or set {ENV_VAR}) pointing at the "
-                f"folder that holds binarized_mnist/. torchvision cannot download it "
-                f"(dataset.download=true does not help): get binarized_mnist_{{train,valid,test}}"
-                f".amat from {STATIC_MNIST_URL} and convert them with "
-                f"vhp_lightning.datamodules.mnist.amat_to_npz"
-            )
+        path = self._find_or_download()[self.names[0]]
         out = {}
         with reading(path, "delete it and rebuild it (amat_to_npz)"), np.load(path) as npz:
             absent = [k for k in self.keys.values() if k not in npz.files]
@@ -403,20 +410,9 @@ class OmniglotDataModule(BinaryImageDataModule):
     folders = ("omniglot-py", "omniglot")
     default_n_val = 1_345
     sets = {"train": "images_background", "test": "images_evaluation"}
-
-    def _find(self) -> tuple[dict[str, Path], list[str]]:
-        found, missing = {}, []
-        for s in self.sets.values():
-            path = next((p for f in self.folders if (p := self.data_dir / f / s).is_dir()), None)
-            if path is None:
-                missing.append(s)
-            else:
-                found[s] = path
-        return found, missing
+    names = tuple(sets.values())
 
     def _download(self) -> None:
-        if not self._find()[1]:
-            return
         from torchvision.datasets import Omniglot
 
         log.info("%s: downloading into %s with torchvision", self.name, self.data_dir)
@@ -426,18 +422,16 @@ class OmniglotDataModule(BinaryImageDataModule):
     def _read(self, folder: Path) -> Split:
         zip_path = folder.with_suffix(".zip")
         if self.verify and zip_path.is_file():
-            data = zip_path.read_bytes()
             known = self.known_digests(folder.name, OMNIGLOT_DIGESTS)
-            check_digests(str(zip_path), digests(data), known, "delete it and download it again")
+            fix = "delete it and download it again"
+            check_digests(str(zip_path), file_digests(zip_path), known, fix)
         elif self.verify:
             log.warning("%s: %s has no %s beside it; read unverified", self.name, folder, zip_path)
         characters = sorted(c for c in folder.glob("*/*") if c.is_dir())
         images, labels = [], []
         for label, character in enumerate(characters):
             for png in sorted(character.glob("*.png")):
-                with Image.open(png) as im:
-                    small = im.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
-                images.append(255 - np.asarray(small, dtype=np.uint8))
+                images.append(255 - read_grey(png, "delete it and download it again", (28, 28)))
                 labels.append(label)
         if not images:
             raise FileNotFoundError(
@@ -447,25 +441,10 @@ class OmniglotDataModule(BinaryImageDataModule):
         return np.stack(images), np.asarray(labels, dtype=np.int64)
 
     def _load(self) -> dict[str, Split]:
-        found, missing = self._find()
-        if missing and self.download:
-            self._download()
-            found, missing = self._find()
-        if missing:
-            paths = ", ".join(str(self.data_dir / self.folders[0] / s) for s in missing)
-            raise FileNotFoundError(
-                f"{self.name} folders not found: {paths} (also looked under "
-                f"{self.data_dir / self.folders[1]}/). Fix: pass data_dir= (dataset.data_dir=... "
-                f"or set {ENV_VAR}) pointing at the folder that holds omniglot-py/, or set "
-                f"dataset.download=true to let torchvision download it"
-            )
+        found = self._find_or_download()
         x, y = self._read(found[self.sets["train"]])
-        if self.n_val >= len(x):
-            raise ValueError(
-                f"n_val={self.n_val} leaves no training images ({len(x)} in "
-                f"{found[self.sets['train']]}); choose n_val < {len(x)}"
-            )
+        n_val = len(x) - self._n_train(len(x), found[self.sets["train"]])
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed)).numpy()
-        val, train = np.sort(perm[: self.n_val]), np.sort(perm[self.n_val :])
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         test = self._read(found[self.sets["test"]])
         return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": test}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from vhp_lightning.datamodules.splits import SplitDataModule
+from vhp_lightning.datamodules.splits import SplitDataModule, check_batch_sizes
 
 
 def render_pendulum(
@@ -90,20 +90,19 @@ class PendulumDataModule(SplitDataModule):
             raise ValueError(
                 f"n_val + n_test ({n_val} + {n_test}) must be below n_samples ({n_samples})"
             )
-        data_shape = tuple(int(d) for d in data_shape)
-        if len(data_shape) != 3 or data_shape[0] != 1 or data_shape[1] != data_shape[2]:
+        shape = tuple(int(d) for d in data_shape)
+        if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
             raise ValueError(
                 f"the pendulum renders square grey images: data_shape must be [1, S, S], got "
-                f"{list(data_shape)}"
+                f"{list(shape)}"
             )
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        check_batch_sizes(batch_size, eval_batch_size)
         self.n_samples, self.n_val, self.n_test = n_samples, n_val, n_test
-        self.size, self.seed = data_shape[1], seed
+        self.size, self.seed = shape[1], seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.render_kwargs = dict(render or {})
-        self.data_shape = data_shape
+        self.data_shape = shape
         self.splits: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:

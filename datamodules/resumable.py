@@ -1,78 +1,46 @@
-"""A training ``DataLoader`` that resumes mid-epoch exactly where a checkpoint left it.
+"""The training loader that resumes mid-epoch where a checkpoint left it: torchdata's
+``StatefulDataLoader``.
 
 ``resumable_train_loader(datamodule, seed)`` makes a datamodule's ``train_dataloader()`` return a
-``ResumableLoader``: with ``RNGStateCallback`` (``vhp_lightning.callbacks.run_state``) a run
-resumed from a checkpoint written in the middle of an epoch (SIGTERM, Ctrl-C) trains on the same
-batches as an uninterrupted one.
+``StatefulDataLoader``. Lightning stores the loader's ``state_dict()`` in each checkpoint and
+hands it back on resume (its ``state_dict``/``load_state_dict`` protocol for stateful loaders);
+the loader then replays the interrupted epoch's order from its saved sampler state and skips the
+batches already trained on. With ``RNGStateCallback`` (``vhp_lightning.callbacks.run_state``) a
+run resumed from a checkpoint written in the middle of an epoch (SIGTERM, Ctrl-C) or at its end
+trains on the same batches as an uninterrupted one (``tests/test_resume.py``; it needs
+torchdata >= 0.11: with 0.10 a resume from an end-of-epoch checkpoint takes other batches).
+
+Two choices make that exact:
+
+- The shuffling sampler has a generator of its own, seeded from the run's ``seed`` (or the one
+  the datamodule's loader was given). torchdata saves and restores the sampler's generator, not
+  the loader's ``generator=`` (from which every epoch also draws a worker base seed), so a
+  generator shared by both would come back one draw short and the epoch after the resumed one
+  would be shuffled differently. The loader has no generator: its worker base seed comes from
+  torch's global RNG, which ``RNGStateCallback`` restores.
+- Under a distributed strategy the sampler is torchdata's ``StatefulDistributedSampler``, a
+  ``DistributedSampler`` with the arguments Lightning would give its own (the trainer's replicas
+  and rank, the run's seed): the same order, drawn at the first batch, after Lightning has set the
+  epoch, so a resumed run replays the interrupted epoch's order. (Lightning would otherwise wrap
+  the stateful random sampler in a ``DistributedSamplerWrapper`` whose order is not restored.)
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
-
-
-class ResumableLoader(DataLoader):
-    """A ``DataLoader`` that resumes mid-epoch exactly where a checkpoint left it.
-
-    It shuffles with its own ``generator`` (not the global RNG) and keeps, in ``state_dict()``,
-    the generator state at the start of the running epoch, the state now, and how many batches
-    it has yielded. Lightning stores that in checkpoints and hands it back on resume (the
-    ``state_dict``/``load_state_dict`` protocol of resumable loaders); the next ``iter()`` then
-    replays the interrupted epoch's order and skips the batches already trained on (they are
-    loaded and dropped: cheap for in-memory data). After a complete epoch it simply continues
-    with the next one. Under DDP Lightning swaps in a ``DistributedSampler`` (its order depends
-    on seed and epoch only); the skipping works the same.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._epoch_start: torch.Tensor | None = None
-        self._yielded = 0
-        self._pending: dict[str, Any] | None = None
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        return self._batches()
-
-    def _batches(self) -> Iterator[Any]:
-        # A generator: nothing (no restore, no generator draw) happens before the first batch is
-        # requested, so an iterator that Lightning creates and drops again changes nothing.
-        skip, gen = 0, self.generator
-        state, self._pending = self._pending, None
-        if state is not None:
-            mid_epoch = 0 < state["yielded"] < len(self)
-            if gen is not None:
-                gen.set_state(state["epoch_start"] if mid_epoch else state["now"])
-            skip = state["yielded"] if mid_epoch else 0
-        self._epoch_start = None if gen is None else gen.get_state()
-        self._yielded = 0
-        it = super().__iter__()
-        for _ in range(skip):
-            next(it)
-            self._yielded += 1
-        for batch in it:
-            self._yielded += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        gen = self.generator
-        return {
-            "epoch_start": self._epoch_start,
-            "now": None if gen is None else gen.get_state(),
-            "yielded": self._yielded,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 
 def resumable_train_loader(datamodule: pl.LightningDataModule, seed: int) -> None:
-    """Make ``datamodule.train_dataloader()`` return a ``ResumableLoader`` (shuffle seeded by
+    """Make ``datamodule.train_dataloader()`` return a ``StatefulDataLoader`` (shuffle seeded by
     ``seed``). A loader it cannot rebuild (a custom sampler, an iterable dataset) is kept as is;
     Lightning then warns that a mid-epoch resume will not replay the same batches."""
     datamodule.train_dataloader = functools.partial(  # type: ignore[method-assign]
@@ -85,19 +53,25 @@ def _make_resumable(make: Any, datamodule: pl.LightningDataModule, seed: int) ->
     if type(dl) is not DataLoader or not isinstance(dl.sampler, (RandomSampler, SequentialSampler)):
         return dl
     shuffle = isinstance(dl.sampler, RandomSampler)
-    generator = dl.generator
-    if shuffle and generator is None:
-        generator = torch.Generator().manual_seed(int(seed))
-    return ResumableLoader(
-        dl.dataset,
-        batch_size=dl.batch_size,
-        shuffle=shuffle,
-        drop_last=dl.drop_last,
-        num_workers=dl.num_workers,
-        collate_fn=dl.collate_fn,
-        pin_memory=dl.pin_memory,
-        timeout=dl.timeout,
-        worker_init_fn=dl.worker_init_fn,
-        persistent_workers=dl.persistent_workers,
-        generator=generator,
-    )
+    trainer = getattr(datamodule, "trainer", None)
+    distributed = None if trainer is None else trainer.distributed_sampler_kwargs
+    sampler: Sampler[int] = dl.sampler
+    if distributed is not None:
+        sampler = StatefulDistributedSampler(dl.dataset, shuffle=shuffle, seed=seed, **distributed)
+    elif shuffle:
+        generator = dl.generator or torch.Generator().manual_seed(int(seed))
+        sampler = StatefulRandomSampler(dl.dataset, generator=generator)
+    with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital
+        warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
+        return StatefulDataLoader(
+            dl.dataset,
+            batch_size=dl.batch_size,
+            sampler=sampler,
+            drop_last=dl.drop_last,
+            num_workers=dl.num_workers,
+            collate_fn=dl.collate_fn,
+            pin_memory=dl.pin_memory,
+            timeout=dl.timeout,
+            worker_init_fn=dl.worker_init_fn,
+            persistent_workers=dl.persistent_workers,
+        )

@@ -1,9 +1,41 @@
-"""``SplitDataModule``: the DataLoaders every DataModule here shares, over ``self.splits``."""
+"""``SplitDataModule``: the DataLoaders every DataModule here shares, over ``self.splits``; and the
+argument checks and the random split by fractions that several of them use."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
+
+
+def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
+    """Raise ``ValueError`` unless both batch sizes are at least 1."""
+    if batch_size < 1 or eval_batch_size < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise ``ValueError`` unless both held-out fractions are >= 0 and leave some training data."""
+    if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"need 0 <= val_fraction, test_fraction and their sum < 1, got {val_fraction}, "
+            f"{test_fraction}"
+        )
+
+
+def split_by_fractions(
+    order: np.ndarray, val_fraction: float, test_fraction: float
+) -> dict[str, np.ndarray]:
+    """Cut the (shuffled) indices ``order: (n,)`` into ``{"val", "test", "train": indices}``: the
+    first ``round(val_fraction * n)`` are val, the next ``round(test_fraction * n)`` test, the rest
+    train."""
+    n_val = round(val_fraction * len(order))
+    n_test = round(test_fraction * len(order))
+    return {
+        "val": order[:n_val],
+        "test": order[n_val : n_val + n_test],
+        "train": order[n_val + n_test :],
+    }
 
 
 class SplitDataModule(pl.LightningDataModule):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from vhp_lightning.datamodules.files import DataFileError
-from vhp_lightning.datamodules.idx import ChecksumError, parse_idx
+from vhp_lightning.datamodules.idx import ChecksumError, read_idx
 from vhp_lightning.datamodules.mnist import (
     FashionMNISTDataModule,
     MNISTDataModule,
@@ -180,12 +180,19 @@ def test_wrong_image_shape_error(tmp_path: Path) -> None:
     assert str(tmp_path / "mnist" / "train-images-idx3-ubyte.gz") in str(err.value)
 
 
-def test_corrupt_idx_errors(tmp_path: Path) -> None:
-    good = idx_bytes(np.zeros((2, 28, 28), dtype=np.uint8))
-    with pytest.raises(ValueError, match="truncated or corrupt"):
-        parse_idx(good[:-5], tmp_path / "x")
-    with pytest.raises(ValueError, match="is not an IDX file"):
-        parse_idx(b"PK\x03\x04" + good[4:], tmp_path / "x")
+@pytest.mark.parametrize(
+    "damage",
+    [lambda b: b[:-5], lambda b: b + b"\0", lambda b: b"PK\x03\x04" + b[4:], lambda b: b""],
+    ids=["truncated", "too-long", "not-idx", "empty"],
+)
+def test_corrupt_idx_errors(tmp_path: Path, damage) -> None:
+    path = tmp_path / "x-idx3-ubyte"
+    good = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    path.write_bytes(idx_bytes(good))
+    assert np.array_equal(read_idx(path, path, "fix"), good)  # torchvision's reader
+    path.write_bytes(damage(idx_bytes(good)))
+    with pytest.raises(DataFileError, match=rf"^{path} is not a valid IDX file.*: fix$"):
+        read_idx(path, path, "fix")
 
 
 def test_checksum_error(mnist_dir: tuple[Path, dict]) -> None:
@@ -291,6 +298,15 @@ def test_omniglot_missing_and_zip_checksum(tmp_path: Path) -> None:
         OmniglotDataModule(str(tmp_path), n_val=1).setup()
     ok = {"images_background": hashlib.md5(b"not the real zip").hexdigest()}
     OmniglotDataModule(str(tmp_path), n_val=1, checksums=ok).setup()
+
+
+def test_damaged_omniglot_png_names_the_file(tmp_path: Path) -> None:
+    write_omniglot(tmp_path, {"images_background": (1, 1, 3), "images_evaluation": (1, 1, 1)})
+    bad = sorted((tmp_path / "omniglot-py" / "images_background").rglob("*.png"))[1]
+    bad.write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(DataFileError) as err:
+        OmniglotDataModule(str(tmp_path), n_val=1).setup()
+    assert str(bad) in str(err.value) and "download it again" in str(err.value)
 
 
 # ------------------------------------------------------------------ the staged real data

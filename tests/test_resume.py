@@ -1,19 +1,25 @@
-"""Nothing lost, nothing let in, on resume: one metrics.csv across resumes, the newest state
-resumed, used run dirs and changed hyper-parameters refused, one process per run dir, and
-unwritable dirs refused before the first step."""
+"""Nothing lost, nothing let in, on resume: the same batches and one metrics.csv across resumes,
+the newest state resumed, used run dirs and changed hyper-parameters refused, one process per run
+dir, and unwritable dirs refused before the first step."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+from torch.utils.data import DistributedSampler, TensorDataset
 
+from vhp_lightning.datamodules.resumable import resumable_train_loader
+from vhp_lightning.datamodules.splits import SplitDataModule
 from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from vhp_lightning.train import (
     LOCK_NAME,
@@ -44,9 +50,11 @@ def _column(rows: list[dict[str, str]], key: str) -> list[tuple[int, str]]:
     return [(int(r["step"]), r[key]) for r in rows if r.get(key)]
 
 
-def test_resume_appends_every_step_once_to_one_metrics_csv(compose_cfg, tmp_path) -> None:
+@pytest.mark.parametrize("N", [N, 8], ids=["mid-epoch", "end-of-epoch"])
+def test_resume_appends_every_step_once_to_one_metrics_csv(compose_cfg, tmp_path, N) -> None:
     """N steps, resume=true to 2N in the same run dir: rewo/beta and rewo/c_hat at every step
-    0..2N-1 exactly once, equal to a run of 2N steps straight; one last.ckpt."""
+    0..2N-1 exactly once, equal to a run of 2N steps straight (the same batches, also in the
+    epoch after the resumed one); one last.ckpt."""
     run, straight = tmp_path / "run", tmp_path / "straight"
     train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=run))
     assert [s for s, _ in _column(_rows(run), "rewo/beta")] == list(range(N))
@@ -57,7 +65,70 @@ def test_resume_appends_every_step_once_to_one_metrics_csv(compose_cfg, tmp_path
         assert [s for s, _ in _column(rows, key)] == list(range(2 * N)), key
         assert _column(rows, key) == _column(_rows(straight), key), key
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * N
+    resumed = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 2 * N
+    weights = load_checkpoint(straight / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(v, weights[k]) for k, v in resumed["state_dict"].items())
+
+
+class _Numbers(SplitDataModule):
+    """The numbers 0..39 in batches of 4 (test helper)."""
+
+    def __init__(self, trainer: object = None) -> None:
+        super().__init__()
+        self.batch_size = self.eval_batch_size = 4
+        self.num_workers = 0
+        self.splits = {"train": TensorDataset(torch.arange(40))}
+        self.trainer = trainer
+
+
+def _epochs(dl, first: int, last: int, stop: int | None = None, resume: tuple = (None, 0)):
+    """``(batches, dl.state_dict())`` after epochs first..last drawn as Lightning draws them:
+    ``set_epoch`` on the sampler, then ``iter()``, then ``len(dl)`` batches (``stop`` in the last
+    epoch). ``resume = (state, done)``: epoch ``first`` resumes from ``state``, taken after its
+    first ``done`` batches; ``load_state_dict`` and ``iter()`` come before ``set_epoch`` then
+    (Lightning's ``setup_data``)."""
+    (state, done), it = resume, None
+    if state is not None:
+        dl.load_state_dict(state)
+        it = iter(dl)
+    out = []
+    for epoch in range(first, last + 1):
+        if hasattr(dl.sampler, "set_epoch"):
+            dl.sampler.set_epoch(epoch)
+        it = iter(dl) if it is None else it
+        n = len(dl) - (done if epoch == first else 0)
+        out += [b[0].tolist() for b in itertools.islice(it, stop if epoch == last and stop else n)]
+        it = None
+    return out, dl.state_dict()
+
+
+@pytest.mark.parametrize("world", [None, (2, 0), (2, 1)], ids=["1 process", "rank 0", "rank 1"])
+def test_train_loader_resumes_in_the_interrupted_epochs_order(world) -> None:
+    """The training loader stopped in epoch 1 and rebuilt from its state gives the batches of the
+    uninterrupted one, in epoch 1 and after; shuffled from the run's seed (under DDP: Lightning's
+    DistributedSampler order, seed + epoch)."""
+    trainer = world and SimpleNamespace(
+        distributed_sampler_kwargs={"num_replicas": world[0], "rank": world[1]}
+    )
+
+    def loader(seed: int = 3):
+        dm = _Numbers(trainer)
+        resumable_train_loader(dm, seed=seed)
+        return dm.train_dataloader()
+
+    straight, _ = _epochs(loader(), 0, 2)
+    first, state = _epochs(loader(), 0, 1, stop=3)
+    rest, _ = _epochs(loader(), 1, 2, resume=(state, 3))
+    assert first + rest == straight
+    n = len(straight) // 3
+    epochs = [sum(straight[e * n : (e + 1) * n], []) for e in range(3)]
+    assert all(e != sorted(e) for e in epochs) and epochs[0] != epochs[1]  # shuffled anew
+    assert _epochs(loader(seed=4), 0, 2)[0] != straight
+    for epoch, order in enumerate(epochs if world else ()):
+        lightning = DistributedSampler(range(40), *world, shuffle=True, seed=3)
+        lightning.set_epoch(epoch)
+        assert order == list(lightning)
 
 
 def test_rows_logged_after_the_checkpoint_are_replaced_not_repeated(compose_cfg, tmp_path):
