@@ -298,3 +298,44 @@ def test_read_only_run_dir_fails_before_training(compose_cfg, tmp_path) -> None:
         run.chmod(0o755)
     assert list(run.iterdir()) == []
     shutil.rmtree(run)
+
+
+def _old_format(ckpt: dict) -> dict:
+    """``ckpt`` as vhp-lightning wrote it before 2026-12-02: two optimisers (theta/phi and
+    Theta/Phi) and its own train loader's state (epoch-start and current generator, yielded)."""
+    (state,) = ckpt["optimizer_states"]
+    vae, prior = state["param_groups"]
+    n = len(vae["params"])
+    ckpt["optimizer_states"] = [
+        {"state": {i: s for i, s in state["state"].items() if i < n}, "param_groups": [vae]},
+        {
+            "state": {i - n: s for i, s in state["state"].items() if i >= n},
+            "param_groups": [{**prior, "params": [i - n for i in prior["params"]]}],
+        },
+    ]
+    gen = torch.Generator().get_state()
+    loop = ckpt["loops"]["fit_loop"]["state_dict"]
+    loop["combined_loader"] = [{"epoch_start": gen, "now": gen, "yielded": 3}]
+    return ckpt
+
+
+def test_a_checkpoint_of_the_old_format_resumes_with_a_warning(compose_cfg, tmp_path, caplog):
+    """Optimiser state, weights and step come back exactly; the old loader state, which
+    torchdata's loader would refuse with an AssertionError, is dropped with a warning."""
+    run = tmp_path / "run"
+    train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=run))
+    last = run / "checkpoints" / "last.ckpt"
+    new = load_checkpoint(last)
+    torch.save(_old_format(load_checkpoint(last)), last)
+    with caplog.at_level("WARNING"):
+        train(compose_cfg(*RUN, f"trainer.max_steps={N + 2}", "resume=true", run_dir=run))
+    assert "train-loader state is of the format written before 2026-12-02" in caplog.text
+    resumed = load_checkpoint(last)
+    assert resumed["global_step"] == N + 2
+    (opt,) = resumed["optimizer_states"]
+    (before,) = new["optimizer_states"]
+    assert [g["params"] for g in opt["param_groups"]] == [
+        g["params"] for g in before["param_groups"]
+    ]
+    # Adam's step count continued from the merged state: N steps before, 2 after.
+    assert int(opt["state"][0]["step"]) == int(before["state"][0]["step"]) + 2

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
-from vhp_lightning.io.checkpoint import merge_optimizer_states
+from vhp_lightning.io.checkpoint import drop_old_loader_state, merge_optimizer_states
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 log = logging.getLogger(__name__)
@@ -277,6 +277,15 @@ class VHPModule(pl.LightningModule):
         states = checkpoint.get("optimizer_states")
         if isinstance(states, list) and len(states) == 2:
             checkpoint["optimizer_states"] = [merge_optimizer_states(states)]
+        if drop_old_loader_state(checkpoint):
+            log.warning(
+                "This checkpoint's train-loader state is of the format written before 2026-12-02, "
+                "which today's loader (torchdata's StatefulDataLoader) cannot replay: training "
+                "resumes at step %s with a freshly shuffled epoch, so the result is not bitwise "
+                "equal to an uninterrupted run of that version. Weights, optimiser, beta-scheme "
+                "and step count are restored exactly.",
+                checkpoint.get("global_step", "?"),
+            )
         state = checkpoint.get("vhp_beta")
         if state:
             self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])

@@ -127,6 +127,25 @@ def merge_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+# The train loader's state as our own loader wrote it before torchdata's StatefulDataLoader.
+_OLD_LOADER_KEYS = {"epoch_start", "now", "yielded"}
+
+
+def drop_old_loader_state(checkpoint: dict[str, Any]) -> bool:
+    """Remove a train-loader state of the pre-torchdata format from a Lightning checkpoint (the
+    ``combined_loader`` entry of the fit loop), which ``StatefulDataLoader`` would refuse with an
+    ``AssertionError``; Lightning then starts the loader's epoch afresh. True if one was removed.
+    """
+    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    states = (loop.get("state_dict") or {}).get("combined_loader")
+    old = isinstance(states, list) and any(
+        isinstance(s, dict) and s.keys() >= _OLD_LOADER_KEYS for s in states
+    )
+    if old:
+        del loop["state_dict"]["combined_loader"]
+    return old
+
+
 # Config keys a resumed run may change: run length, evaluation cadence, where the data and outputs
 # live, logging and callbacks (observers). Everything else (model, optimiser, beta scheme, data,
 # seed, batch size, devices, precision, ...) must equal the checkpoint's: the restored state
