@@ -119,7 +119,7 @@ class SaveOnInterrupt(Callback):
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         if isinstance(exception, SIGTERMException) and not hasattr(exception, "signum"):
-            exception.signum = self._sigint or signal.SIGTERM  # type: ignore[attr-defined]
+            exception.signum = self._sigint or signal.SIGTERM
         if trainer.state.fn != "fit":
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,10 +190,11 @@ class AppendingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> _AppendingWriter:
-        if self._experiment is None:
+        writer: _AppendingWriter | None = getattr(self, "_experiment", None)  # set by CSVLogger
+        if writer is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return cast(_AppendingWriter, self._experiment)
+            writer = self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return writer
 
     @property
     def metrics_file(self) -> str:

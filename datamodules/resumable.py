@@ -43,7 +43,7 @@ def resumable_train_loader(datamodule: pl.LightningDataModule, seed: int) -> Non
     """Make ``datamodule.train_dataloader()`` return a ``StatefulDataLoader`` (shuffle seeded by
     ``seed``). A loader it cannot rebuild (a custom sampler, an iterable dataset) is kept as is;
     Lightning then warns that a mid-epoch resume will not replay the same batches."""
-    datamodule.train_dataloader = functools.partial(  # type: ignore[method-assign]
+    datamodule.train_dataloader = functools.partial(
         _make_resumable, type(datamodule).train_dataloader, datamodule, seed
     )
 
