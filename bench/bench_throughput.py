@@ -2,9 +2,10 @@
 
 Run: ``.venv/bin/python bench/bench_throughput.py [--quick] [--repeats 3] [--threads 1]``.
 
-For each model (``pendulum-mlp``: model=vhp_mlp on 16x16 pendulum images, batch 128;
-``mnist-gated``: model=vhp_gated on 28x28 random binary images, batch 100; sizes, batch, lr and
-REWO's constants come from the composed Hydra config) every *loop* trains in its own subprocess:
+For each model (``pendulum-mlp``: model=vhp, MLP nets, on 16x16 pendulum images, batch 128;
+``mnist-gated``: model=vhp, gated nets, on 28x28 random binary images, batch 100; sizes, batch,
+lr and REWO's constants come from the composed Hydra config) every *loop* trains in its own
+subprocess:
 
 * ``ours``: ``VHPModule`` + the ``REWO`` callback + ``pl.Trainer`` with no logger, checkpoint,
   progress bar or model summary (the training loop alone);
@@ -24,10 +25,13 @@ both of our optimisers step every iteration, the expensive case of Alg. 1. Each 
 clock) and steps per CPU-second are taken over the steps after the warm-up steps, so imports,
 model building and the first steps are not timed. Peak RSS is the child's own high-water mark
 (``VmHWM``), data included; the ``torch`` row is a child that only imports torch and loads the
-data. Repeats are interleaved (the loop order rotates each repeat);
-the table shows medians, and "ours / loop" is the ratio of median steps/s (< 1: ours is slower),
-by wall clock and by CPU time. On a shared machine the CPU-time ratio is the steadier one: it
-does not count the time the process waits for a core.
+data. *% of sgemm peak*: the matmul/convolution FLOPs of one step (forward + backward, counted by
+``FlopCounterMode``; ``flops.py``) times steps per CPU-second, over the best float32 1024 x 1024
+matmul rate of the same child, measured for 0.5 s before and after its timed steps. Repeats are
+interleaved (the loop order rotates each repeat); the table shows medians, and "ours / loop" is
+the ratio of median steps/s (< 1: ours is slower), by wall clock and by CPU time. On a shared
+machine the CPU-time ratio is the steadier one: it does not count the time the process waits for
+a core.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ LOOP_LABELS = {
     "pythae-iwae": "pythae IWAE, BaseTrainer",
     "pythae-vamp": "pythae VAMP, BaseTrainer",
 }
+PEAK_SECONDS = 0.5  # sgemm peak measured this long before and after each timed loop
 BENCH_KAPPA = 1.0  # REWO's main phase from step 1 (see the module docstring)
 MNIST_PIXEL_MEAN = 0.13  # random binary images with MNIST's ink density
 
@@ -80,13 +86,17 @@ class Setting:
 
 SETTINGS = {
     # 55 steps: the CSV logger (every 50 steps) writes once inside the timed window.
-    "pendulum-mlp": Setting("pendulum-mlp", "pendulum", "vhp_mlp", 5, 50, 3, 16, 500),
-    # About 5 s a step on one core, so a single timed step: per-step overheads (ours-log's
-    # included, measured on the pendulum) vanish next to it; pythae IWAE costs K decoder passes
-    # a step (K = 16 would take about 80 s).
-    "mnist-gated": Setting("mnist-gated", "mnist", "vhp_gated", 1, 1, 2, 2, 500, ("ours-log",)),
+    "pendulum-mlp": Setting("pendulum-mlp", "pendulum", "vhp", 5, 50, 3, 16, 500),
+    # About 1 s a step on one core: per-step overheads (ours-log's included, measured on the
+    # pendulum) vanish next to it, but one timed step alone is too noisy for a 5 % target (it
+    # read ours / plain = 0.92 where 4 steps x 3 repeats read 0.98); pythae IWAE costs K decoder
+    # passes a step (K = 16 would take about 20 s).
+    "mnist-gated": Setting("mnist-gated", "mnist", "vhp", 1, 3, 3, 2, 500, ("ours-log",)),
 }
 Stamp = tuple[float, float]  # (wall clock, process CPU time) at the end of a step
+# A loop's result: its per-step end times, and one forward + backward of its model on one batch
+# (called once after the timed steps, to count the FLOPs of a step).
+LoopResult = tuple[list[Stamp], Callable[[], object]]
 QUICK = {"batch_size": {"mnist-gated": 4}, "iwae_samples": 2, "vamp_components": 10}
 
 
@@ -118,6 +128,7 @@ def resolve_setting(setting: Setting, batch_size: int | None = None) -> dict[str
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "scheme": OmegaConf.to_container(cfg.optim.scheme, resolve=True),
         "lr": float(cfg.optim.optimizer.lr),
+        "optimizer": OmegaConf.to_container(cfg.optim.optimizer, resolve=True),
         "batch_size": int(cfg.dataset.batch_size),
         "data_shape": [int(d) for d in cfg.dataset.data_shape],
         "latent_dim": int(cfg.paper.latent_dim),
@@ -218,6 +229,9 @@ def aggregate(
         timed = [r for r in results if math.isfinite(r["steps_per_s"])]
         rates = [r["steps_per_s"] for r in timed]
         cpu_rates = [r["steps_per_cpu_s"] for r in timed]
+        # Counted FLOPs at the process's CPU-time rate over its own sgemm peak, per run.
+        fractions = [r["gflop_per_step"] * r["steps_per_cpu_s"] / r["peak_gflops"] for r in timed]
+        peaks = [r["peak_gflops"] for r in timed]
         spec = specs[setting]
         rows.append(
             {
@@ -236,6 +250,9 @@ def aggregate(
                 "images_per_s": statistics.median(rates) * spec["batch_size"] if rates else None,
                 "steps_per_cpu_s": statistics.median(cpu_rates) if rates else None,
                 "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in results),
+                "gflop_per_step": timed[0]["gflop_per_step"] if timed else None,
+                "peak_gflops": statistics.median(peaks) if rates else None,
+                "fraction_of_peak": statistics.median(fractions) if rates else None,
             }
         )
     for row in rows:
@@ -258,6 +275,8 @@ COLUMNS = (
     "steps/CPU-s",
     "ours / loop (wall)",
     "ours / loop (CPU)",
+    "GFLOP/step",
+    "% of sgemm peak (CPU)",
     "peak RSS (MiB)",
 )
 
@@ -284,6 +303,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             num(r["steps_per_cpu_s"], ".3g"),
             num(r["ours_over_loop"], ".2f"),
             num(r["ours_over_cpu"], ".2f"),
+            num(r["gflop_per_step"], ".3g"),
+            "-" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.0f} %",
             num(r["peak_rss_mib"], ".0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -293,6 +314,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 # --- child: one loop in one process -------------------------------------------------------------
 def child_main(spec_path: str) -> None:
     """Train one loop as ``spec`` says; write ``{steps_per_s, ...}`` beside the spec."""
+    from flops import counted_flops, sgemm_peak_gflops  # bench/ is sys.path[0] of a child
+
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(int(spec["threads"]))
     # Every loop runs as our train CLI does by default (flush_denormal: true in conf/train.yaml):
@@ -301,15 +324,20 @@ def child_main(spec_path: str) -> None:
     torch.manual_seed(int(spec["seed"]))
     data = torch.load(spec["data_path"], weights_only=True)
     result: dict[str, Any] = {"loop": spec["loop"], "steps_per_s": math.nan, "steps_per_cpu_s": 0}
-    if spec["loop"] != "torch":
-        times = CHILD_LOOPS[spec["loop"]](spec, data)
+    if spec["loop"] == "torch":
+        result["peak_rss_mib"] = peak_rss_mib()
+    else:
+        peak = sgemm_peak_gflops(seconds=PEAK_SECONDS)  # before and after the loop: the best
+        times, one_step = CHILD_LOOPS[spec["loop"]](spec, data)
+        result["peak_rss_mib"] = peak_rss_mib()  # before the measurements below allocate
         warmup = int(spec["warmup"])
         if len(times) != warmup + int(spec["steps"]):
             raise RuntimeError(f"expected {warmup + spec['steps']} steps, timed {len(times)}")
         (wall0, cpu0), (wall1, cpu1) = times[warmup - 1], times[-1]
         result["steps_per_s"] = (len(times) - warmup) / (wall1 - wall0)
         result["steps_per_cpu_s"] = (len(times) - warmup) / (cpu1 - cpu0)
-    result["peak_rss_mib"] = peak_rss_mib()
+        result["peak_gflops"] = max(peak, sgemm_peak_gflops(seconds=PEAK_SECONDS))
+        result["gflop_per_step"] = counted_flops(one_step) / 1e9
     tmp = Path(spec_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(_result_path(Path(spec_path)))
@@ -348,11 +376,10 @@ def _build_vhp(spec: dict[str, Any]) -> torch.nn.Module:
 
 def train_ours(
     spec: dict[str, Any], data: torch.Tensor, log: bool = False, vae: bool = False
-) -> list[Stamp]:
+) -> LoopResult:
     """``pl.Trainer.fit`` of ``VHPModule`` + ``REWO`` (on the VHP, or on our VAE with the same
-    encoder/decoder if ``vae``); per-step end times."""
+    encoder/decoder if ``vae``) with the config's optimiser; per-step end times."""
     import warnings
-    from functools import partial
 
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -377,7 +404,7 @@ def train_ours(
         model = VAE(*(instantiate(spec["model"][k]) for k in parts))
     else:
         model = _build_vhp(spec)
-    module = VHPModule(model, optimizer=partial(torch.optim.Adam, lr=spec["lr"]))
+    module = VHPModule(model, optimizer=instantiate(spec["optimizer"]))
     logger = CSVLogger(spec["workdir"], name=f"csv-{spec['setting']}") if log else False
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -394,19 +421,23 @@ def train_ours(
         callbacks=[instantiate(spec["scheme"]), clock],
     )
     trainer.fit(module, train_dataloaders=_loader(spec, data))
-    return clock.times
+    x = data[: spec["batch_size"]]
+    return clock.times, lambda: model.loss(x, beta=module.beta)["loss"].backward()
 
 
-def train_plain(spec: dict[str, Any], data: torch.Tensor) -> list[Stamp]:
-    """The same VHP and Alg. 1 by hand: two Adam optimisers, eq. 11 for beta; per-step end times.
+def train_plain(spec: dict[str, Any], data: torch.Tensor) -> LoopResult:
+    """The same VHP and Alg. 1 by hand: two of the config's Adam optimisers, eq. 11 for beta;
+    per-step end times.
 
     The beta update is eq. 11/12 as in ``callbacks/rewo.py`` (restated here so that this process
     does not import Lightning, which ``vhp_lightning.callbacks`` does); ``tests/test_bench.py``
     checks that the two agree.
     """
+    from hydra.utils import instantiate
+
     model = _build_vhp(spec)
-    vae_opt = torch.optim.Adam(model.vae_parameters(), lr=spec["lr"])
-    prior_opt = torch.optim.Adam(model.prior_parameters(), lr=spec["lr"])
+    vae_opt = instantiate(spec["optimizer"])(model.vae_parameters())
+    prior_opt = instantiate(spec["optimizer"])(model.prior_parameters())
     scheme = spec["scheme"]
     kappa_sq, alpha = float(scheme["kappa"]) ** 2, float(scheme["alpha"])
     beta, train_prior, c_hat = float(scheme["beta_init"]), False, None
@@ -426,7 +457,8 @@ def train_plain(spec: dict[str, Any], data: torch.Tensor) -> list[Stamp]:
         if train_prior:
             beta = rewo_beta(beta, c_hat - kappa_sq, float(scheme["nu"]), float(scheme["tau"]))
         times.append(_now())
-    return times
+    x = data[: spec["batch_size"]]
+    return times, lambda: model.loss(x, beta=beta)["loss"].backward()
 
 
 def rewo_beta(beta: float, delta: float, nu: float, tau: float) -> float:
@@ -435,7 +467,7 @@ def rewo_beta(beta: float, delta: float, nu: float, tau: float) -> float:
     return math.exp(min(max(math.log(beta) + nu * f_beta * delta, math.log(1e-12)), 0.0))
 
 
-def train_pythae(spec: dict[str, Any], data: torch.Tensor) -> list[Stamp]:
+def train_pythae(spec: dict[str, Any], data: torch.Tensor) -> LoopResult:
     """pythae's ``BaseTrainer.train_step`` (one epoch) on our nets; per-step end times."""
     from hydra.utils import instantiate
     from pythae.data.datasets import BaseDataset
@@ -472,7 +504,8 @@ def train_pythae(spec: dict[str, Any], data: torch.Tensor) -> list[Stamp]:
     trainer = BaseTrainer(model, dataset, training_config=config, callbacks=[clock])
     trainer.prepare_training()
     trainer.train_step(epoch=1)
-    return clock.times
+    x = data[: spec["batch_size"]]
+    return clock.times, lambda: model({"data": x}).loss.backward()
 
 
 CHILD_LOOPS = {

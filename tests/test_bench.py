@@ -58,7 +58,8 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     assert "_Failed" not in text, text
     header = (
         "| model | loop | batch | threads | steps/s | images/s | steps/s min-max | steps/CPU-s "
-        "| ours / loop (wall) | ours / loop (CPU) | peak RSS (MiB) |"
+        "| ours / loop (wall) | ours / loop (CPU) | GFLOP/step | % of sgemm peak (CPU) "
+        "| peak RSS (MiB) |"
     )
     assert header in text
     rows = [line for line in text.splitlines() if line.startswith("| pendulum-mlp |")]
@@ -66,6 +67,7 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     assert all(line.count("|") == header.count("|") for line in rows)
     assert "| latent dim | nodes | neighbours | build graph (ms) |" in text
     assert "ours / plain = **" in text
+    assert "of the sgemm peak" in text and "(target >= 75 %)" in text  # issue 13's step target
 
 
 def test_pythae_adapters_train(tmp_path: Path) -> None:

@@ -267,6 +267,69 @@ def test_two_layer_wrong_posterior_converges_from_below(cls):
     assert abs(gaps[3]) < 0.005, gaps
 
 
+# --- the importance-sampled estimator, evaluated fast ----------------------------------------
+def test_vhp_and_iwae2_share_the_joint_estimator():
+    """Both estimate log p(x) over joint (z, zeta) samples (``TwoLayerModel.log_weights``): with
+    the same nets and seed they give the same numbers."""
+    torch.manual_seed(0)
+    nets = make_model("vhp")
+    iwae2 = IWAE2(
+        nets.encoder, nets.decoder, nets.likelihood, nets.prior_encoder, nets.prior_decoder
+    )
+    x = tiny_batch()
+    torch.manual_seed(1)
+    ours = nets.log_likelihood(x, n_samples=50, chunk_size=20)
+    torch.manual_seed(1)
+    torch.testing.assert_close(ours, iwae2.log_likelihood(x, n_samples=50, chunk_size=20))
+
+
+class _ConvDecoder(nn.Module):
+    """``z: (N, 2) -> (N, 1, 2, 6)`` logits through a 1x1 convolution; counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.conv, self.calls = nn.Linear(LATENT, 4 * D), nn.Conv2d(4, 1, 1), []
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(z))
+        return self.conv(self.fc(z).view(-1, 4, 2, D // 2))
+
+
+def test_conv_nets_without_gradient_run_in_cache_sized_calls(monkeypatch):
+    """Without gradients a convolutional decoder on the CPU sees CPU_CONV_EVAL_BATCH samples a
+    call (the NLL's speed, bench/RESULTS.md) and gives the same numbers; training runs one call."""
+    from vhp_lightning.models import base
+
+    torch.manual_seed(0)
+    model = VHP(GaussianMLP(D, LATENT, (32,)), _ConvDecoder(), BernoulliLikelihood(),
+                GaussianMLP(LATENT, LATENT, (32,)), GaussianMLP(LATENT, LATENT, (32,)))  # fmt: skip
+    x = tiny_batch()
+    estimates = {}
+    for batch in (base.CPU_CONV_EVAL_BATCH, 10**6):
+        monkeypatch.setattr(base, "CPU_CONV_EVAL_BATCH", batch)
+        model.decoder.calls.clear()
+        torch.manual_seed(1)
+        estimates[batch] = model.log_likelihood(x, n_samples=30, chunk_size=10)
+        assert max(model.decoder.calls) == min(batch, 10 * B)
+    torch.testing.assert_close(*estimates.values(), rtol=1e-6, atol=1e-5)
+    model.decoder.calls.clear()
+    model.loss(x.repeat(8, 1), beta=1.0)["loss"].backward()
+    assert model.decoder.calls == [8 * B]
+
+
+def test_vampprior_log_likelihood_encodes_the_pseudo_inputs_once():
+    torch.manual_seed(0)
+    model, x = make_model("vampprior"), tiny_batch()
+    rows = []
+    model.encoder.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    torch.manual_seed(1)
+    ll = model.log_likelihood(x, n_samples=40, chunk_size=10)  # 4 chunks of samples
+    assert sorted(rows) == [7, B]  # the M = 7 pseudo-inputs once, the images once
+    model._components = None  # the uncached path: pseudo-inputs re-encoded in every chunk
+    torch.manual_seed(1)
+    torch.testing.assert_close(ll, super(VampPrior, model).log_likelihood(x, 40, 10))
+
+
 # --- the configs ----------------------------------------------------------------------------
 CONFIGS = [f"{m},gated" for m in ("vae", "iwae", "iwae_l2", "vampprior", "vhp")] + ["vhp,conv64"]
 

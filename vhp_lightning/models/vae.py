@@ -1,8 +1,9 @@
 """The standard VAE (eq. 2): one stochastic layer x <- z with the prior p(z) = N(0, I).
 
 ``VAE`` also holds what every one-layer model shares (``IWAE`` and ``VampPrior`` subclass it):
-``log_weights`` and the importance-sampled ``log_likelihood``, which only ask the subclass for
-``log_prior(z)``; the encoder/decoder plumbing is ``models.base.LatentVariableModel``.
+the importance weights ``log_weights``, which only ask the subclass for ``log_prior(z)``; the
+encoder/decoder plumbing and the importance-sampled ``log_likelihood`` over those weights are
+``models.base.LatentVariableModel``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import torch
 from vhp_lightning.bounds import (
     gaussian_kl_std_normal,
     gaussian_log_prob,
-    iw_log_marginal,
     reparameterize,
     squared_error_per_pixel,
     std_normal_log_prob,
@@ -44,16 +44,16 @@ class VAE(LatentVariableModel):
     ) -> dict[str, torch.Tensor]:
         """The parts of n importance weights p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q_phi(z|x).
 
-        ``x_flat: (B, D)``, ``mean, logvar: (B, latent_dim)`` -> ``log_px``, ``log_pz``,
-        ``log_qz``, each ``(n, B)``, and the decoder output ``out: (n, B, D)``.
+        ``x_flat: (B, D)``, ``mean, logvar: (B, latent_dim)`` -> ``log_px``, ``log_p``
+        (``log_prior``), ``log_q``, each ``(n, B)``, and the decoder output ``out: (n, B, D)``.
         """
         z = reparameterize(mean, logvar, n)  # (n, B, Dz)
         z_flat = z.flatten(0, 1)
         out = self.decoder_output(z_flat).view(n, *x_flat.shape)
         return {
             "log_px": self.likelihood.log_prob(x_flat, out),
-            "log_pz": self.log_prior(z_flat).view(n, -1),
-            "log_qz": gaussian_log_prob(z, mean, logvar),
+            "log_p": self.log_prior(z_flat).view(n, -1),
+            "log_q": gaussian_log_prob(z, mean, logvar),
             "out": out,
         }
 
@@ -79,20 +79,3 @@ class VAE(LatentVariableModel):
         """z ~ N(0, I): ``(n, latent_dim)``."""
         device = next(self.parameters()).device
         return torch.randn(n, self.latent_dim, device=device)
-
-    @torch.no_grad()
-    def log_likelihood(
-        self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
-    ) -> torch.Tensor:
-        """Importance-sampled log p(x) (sec. 4.3), ``x: (B, ...)`` -> ``(B,)``.
-
-        log (1/S) sum_s p(x|z_s) p(z_s) / q_phi(z_s|x), z_s ~ q_phi(z|x), in log space; the
-        decoder sees ``chunk_size * B`` samples at a time, so memory stays bounded.
-        """
-        x_flat = x.flatten(start_dim=1)
-        mean, logvar = self.encode(x)
-        chunks = []
-        for start in range(0, n_samples, chunk_size):
-            w = self.log_weights(x_flat, mean, logvar, min(chunk_size, n_samples - start))
-            chunks.append(w["log_px"] + w["log_pz"] - w["log_qz"])
-        return iw_log_marginal(torch.cat(chunks))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vhp_lightning.bounds import gaussian_log_prob, reparameterize
+from vhp_lightning.models.base import check_count
 from vhp_lightning.models.vae import VAE
 
 
@@ -67,14 +68,14 @@ class VampPrior(VAE):
         data_max: float = 1.0,
     ) -> None:
         super().__init__(encoder, decoder, likelihood)
-        if isinstance(n_pseudo, bool) or not isinstance(n_pseudo, int) or n_pseudo < 1:
-            raise ValueError(f"model.n_pseudo (M) must be an integer >= 1, got {n_pseudo!r}")
+        check_count(n_pseudo, "model.n_pseudo (M)")
         if not data_min < data_max:
             raise ValueError(f"need data_min < data_max, got {data_min}, {data_max}")
         shape = (n_pseudo, *(int(d) for d in data_shape))
         init = pseudo_init_mean + pseudo_init_std * torch.randn(shape)
         self.pseudo_raw = nn.Parameter(init)
         self.data_min, self.data_max = float(data_min), float(data_max)
+        self._components: tuple[torch.Tensor, torch.Tensor] | None = None  # see log_likelihood
 
     def prior_parameters(self) -> Iterator[nn.Parameter]:
         """The pseudo-inputs (their free parameter U)."""
@@ -86,8 +87,20 @@ class VampPrior(VAE):
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p_lambda(z) = log (1/M) sum_m q_phi(z|u_m), ``z: (N, latent_dim)`` -> ``(N,)``."""
-        means, logvars = self.encode(self.pseudo_inputs())
+        means, logvars = self._components or self.encode(self.pseudo_inputs())
         return mixture_log_prob(z, means, logvars)
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
+    ) -> torch.Tensor:
+        """``LatentVariableModel.log_likelihood`` with the M pseudo-inputs encoded once for all
+        its chunks (the same components, not re-encoded per chunk of samples)."""
+        self._components = self.encode(self.pseudo_inputs())
+        try:
+            return super().log_likelihood(x, n_samples, chunk_size)
+        finally:
+            self._components = None
 
     def kl_term(self, z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """Single-sample estimate log q_phi(z|x) - log p_lambda(z), ``(B,)``."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
-from torch import nn
 
 from vhp_lightning.bounds import (
     gaussian_kl_std_normal,
@@ -16,7 +15,7 @@ from vhp_lightning.bounds import (
     std_normal_log_prob,
     vhp_kl_bound,
 )
-from vhp_lightning.models.base import TwoLayerModel, check_n_importance
+from vhp_lightning.models.base import TwoLayerModel
 
 PRIOR_BOUNDS = ("iw", "elbo")
 
@@ -24,35 +23,25 @@ PRIOR_BOUNDS = ("iw", "elbo")
 class VHP(TwoLayerModel):
     """Two stochastic layers: x <- z <- zeta, with amortised q_phi(z|x) and q_Phi(zeta|z).
 
+    Its test log-likelihood is ``log_likelihood`` over the joint samples (z, zeta) of
+    ``TwoLayerModel.log_weights`` (sec. 4.3, decision 7).
+
     Args:
-        encoder: q_phi(z|x), maps ``x: (B, *data_shape)`` to ``(mean, logvar): (B, latent_dim)``.
-        decoder: maps ``z: (B, latent_dim)`` to the likelihood's parameters ``(B, D)`` or
-            ``(B, *data_shape)``.
-        likelihood: p_theta(x|z) head (``nets.likelihoods``).
-        prior_encoder: q_Phi(zeta|z), ``z -> (mean, logvar)`` over zeta.
-        prior_decoder: p_Theta(z|zeta), ``zeta -> (mean, logvar)`` over z.
+        encoder, decoder, likelihood, prior_encoder, prior_decoder: as for ``TwoLayerModel``
+            (q_phi(z|x), the mean of p_theta(x|z), its head, q_Phi(zeta|z), p_Theta(z|zeta)).
         n_importance: K of eq. 8.
         prior_bound: ``"iw"`` (eq. 8) or ``"elbo"`` (App. B.4: a one-sample ELBO on log p(z),
             log p(z|zeta) - KL(q(zeta|z) || p(zeta)), instead of the IW bound).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        decoder: nn.Module,
-        likelihood: nn.Module,
-        prior_encoder: nn.Module,
-        prior_decoder: nn.Module,
-        n_importance: int = 16,
-        prior_bound: str = "iw",
-    ) -> None:
-        super().__init__(encoder, decoder, likelihood, prior_encoder, prior_decoder)
+    def __init__(self, *args: Any, prior_bound: str = "iw", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         if prior_bound not in PRIOR_BOUNDS:
             raise ValueError(
                 f"Unknown model.prior_bound {prior_bound!r}. "
                 f"Choose one of: {', '.join(PRIOR_BOUNDS)}."
             )
-        self.n_importance, self.prior_bound = check_n_importance(n_importance), prior_bound
+        self.prior_bound = prior_bound
 
     # --- the prior and the bound (eq. 8, 9) ---------------------------------------------------
     def log_prior(self, z: torch.Tensor, n_importance: int | None = None) -> torch.Tensor:
@@ -103,34 +92,3 @@ class VHP(TwoLayerModel):
             "log_q_z": log_q_z.detach().mean(),
             "log_p_z": log_p_z.detach().mean(),
         }
-
-    # --- generation and evaluation ------------------------------------------------------------
-    @torch.no_grad()
-    def log_likelihood(
-        self, x: torch.Tensor, n_samples: int = 5000, chunk_size: int = 500
-    ) -> torch.Tensor:
-        """Importance-sampled log p(x) (sec. 4.3, decision 7), ``x: (B, ...)`` -> ``(B,)``.
-
-        (z, zeta) ~ q_phi(z|x) q_Phi(zeta|z) jointly; the S weights
-        p(x|z) p_Theta(z|zeta) p(zeta) / (q_phi(z|x) q_Phi(zeta|z)) are averaged in log space,
-        ``chunk_size`` samples at a time so memory stays bounded.
-        """
-        x_flat = x.flatten(start_dim=1)
-        mean, logvar = self.encode(x)
-        log_w_chunks = []
-        for start in range(0, n_samples, chunk_size):
-            s = min(chunk_size, n_samples - start)
-            z = reparameterize(mean, logvar, s)  # (s, B, Dz)
-            mu_zeta, lv_zeta = self.prior_encoder(z.flatten(0, 1))
-            zeta = reparameterize(mu_zeta, lv_zeta)
-            mu_z, lv_z = self.prior_decoder(zeta)
-            out = self.decoder_output(z.flatten(0, 1))
-            log_w = (
-                self.likelihood.log_prob(x_flat.repeat(s, 1), out)
-                + gaussian_log_prob(z.flatten(0, 1), mu_z, lv_z)
-                + std_normal_log_prob(zeta)
-                - gaussian_log_prob(zeta, mu_zeta, lv_zeta)
-            ).view(s, -1) - gaussian_log_prob(z, mean, logvar)
-            log_w_chunks.append(log_w)
-        log_w = torch.cat(log_w_chunks)
-        return torch.logsumexp(log_w, dim=0) - math.log(n_samples)
