@@ -37,13 +37,19 @@ sweep: $(STAMP)
 	$(BIN)/python -m vhp_lightning.train -m optim.kappa=0.02,0.05 trainer.max_steps=200 \
 		test=false $(ARGS)
 
+## ruff, then mypy over the package as it installs: `callbacks/` and `datamodules/` are
+## `vhp_lightning.callbacks` / `.datamodules` (pyproject package-dir), which mypy cannot map by
+## itself, so it checks a tree of links in that layout (build/typecheck/).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf build/typecheck && mkdir -p build/typecheck/vhp_lightning
+	for p in vhp_lightning/* callbacks datamodules; do ln -s "$(CURDIR)/$$p" build/typecheck/vhp_lightning/; done
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p vhp_lightning
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache build/typecheck

@@ -41,6 +41,7 @@ from vhp_lightning.io.instantiate import (
     safe_instantiate,
     to_plain,
 )
+from vhp_lightning.models.base import LatentVariableModel
 
 
 class TrainedModel:
@@ -59,7 +60,7 @@ class TrainedModel:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: LatentVariableModel,
         config: Mapping[str, Any],
         beta: float = 1.0,
         train_prior: bool = True,

@@ -21,10 +21,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from torch import nn
 
 from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
 from vhp_lightning.io.checkpoint import drop_old_loader_state, merge_optimizer_states
+from vhp_lightning.models.base import LatentVariableModel
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class VHPModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: LatentVariableModel,
         optimizer: OptimizerFactory,
         beta: float = 1.0,
         train_prior: bool = True,
@@ -112,7 +112,7 @@ class VHPModule(pl.LightningModule):
             raise ValueError(f"log_parts_every_n_steps must be an integer >= 1, got {every!r}")
         self.log_parts_every_n_steps = every
         self.compile_backend = compile_backend
-        self._train_loss = (
+        self._train_loss: Callable[..., dict[str, torch.Tensor]] = (
             model.loss
             if compile_backend is None
             else torch.compile(model.loss, backend=compile_backend)

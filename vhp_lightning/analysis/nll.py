@@ -26,6 +26,9 @@ class MeanNLL(Metric):
     full_state_update = False
     higher_is_better = False
     is_differentiable = False
+    total: torch.Tensor  # states (add_state): -sum log p(x), sum log p(x)^2, images
+    total_sq: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

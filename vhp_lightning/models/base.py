@@ -68,6 +68,11 @@ class LatentVariableModel(nn.Module):
         """Theta, Phi: the prior's own parameters (none here)."""
         yield from ()
 
+    def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        """The batch-mean objective at ``beta`` and its parts: ``loss``, ``nll``, ``kl`` and the
+        constraint C_ba as ``constraint`` (each a scalar); defined by every model."""
+        raise NotImplementedError
+
     # --- the pieces ---------------------------------------------------------------------------
     @property
     def latent_dim(self) -> int:
