@@ -333,14 +333,18 @@ def child_main(spec_path: str) -> None:
         warmup = int(spec["warmup"])
         if len(times) != warmup + int(spec["steps"]):
             raise RuntimeError(f"expected {warmup + spec['steps']} steps, timed {len(times)}")
-        (wall0, cpu0), (wall1, cpu1) = times[warmup - 1], times[-1]
-        result["steps_per_s"] = (len(times) - warmup) / (wall1 - wall0)
-        result["steps_per_cpu_s"] = (len(times) - warmup) / (cpu1 - cpu0)
+        result["steps_per_s"], result["steps_per_cpu_s"] = rates(times, warmup)
         result["peak_gflops"] = max(peak, sgemm_peak_gflops(seconds=PEAK_SECONDS))
         result["gflop_per_step"] = counted_flops(one_step) / 1e9
     tmp = Path(spec_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(_result_path(Path(spec_path)))
+
+
+def rates(times: list[Stamp], warmup: int) -> tuple[float, float]:
+    """Steps per second and per CPU-second over the steps after the first ``warmup`` (>= 1)."""
+    (wall0, cpu0), (wall1, cpu1) = times[warmup - 1], times[-1]
+    return (len(times) - warmup) / (wall1 - wall0), (len(times) - warmup) / (cpu1 - cpu0)
 
 
 def _result_path(spec_path: Path) -> Path:
@@ -358,7 +362,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _now() -> Stamp:
+def step_stamp() -> Stamp:
     """(wall clock, CPU time of this process) at the end of a step."""
     return time.perf_counter(), time.process_time()
 
@@ -368,10 +372,24 @@ def _loader(spec: dict[str, Any], data: torch.Tensor) -> torch.utils.data.DataLo
     return torch.utils.data.DataLoader(dataset, batch_size=spec["batch_size"], shuffle=True)
 
 
-def _build_vhp(spec: dict[str, Any]) -> torch.nn.Module:
+def build_model(spec: dict[str, Any], vae: bool = False) -> torch.nn.Module:
+    """The setting's VHP, or (``vae``) our VAE on the same encoder, decoder and likelihood."""
     from hydra.utils import instantiate
 
-    return instantiate(spec["model"])
+    if not vae:
+        return instantiate(spec["model"])
+    from vhp_lightning.models.vae import VAE
+
+    return VAE(*(instantiate(spec["model"][k]) for k in ("encoder", "decoder", "likelihood")))
+
+
+def plain_optimizers(spec: dict[str, Any], model: torch.nn.Module) -> list[torch.optim.Optimizer]:
+    """The config's optimiser over theta/phi, and a second one over Theta/Phi if the model has
+    a learned prior."""
+    from hydra.utils import instantiate
+
+    groups = [list(model.vae_parameters()), list(model.prior_parameters())]
+    return [instantiate(spec["optimizer"])(params) for params in groups if params]
 
 
 def train_ours(
@@ -394,16 +412,10 @@ def train_ours(
             self.times: list[Stamp] = []
 
         def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
-            self.times.append(_now())
+            self.times.append(step_stamp())
 
     clock = StepClock()
-    if vae:
-        from vhp_lightning.models.vae import VAE
-
-        parts = ("encoder", "decoder", "likelihood")
-        model = VAE(*(instantiate(spec["model"][k]) for k in parts))
-    else:
-        model = _build_vhp(spec)
+    model = build_model(spec, vae)
     module = VHPModule(model, optimizer=instantiate(spec["optimizer"]))
     logger = CSVLogger(spec["workdir"], name=f"csv-{spec['setting']}") if log else False
     trainer = pl.Trainer(
@@ -425,19 +437,16 @@ def train_ours(
     return clock.times, lambda: model.loss(x, beta=module.beta)["loss"].backward()
 
 
-def train_plain(spec: dict[str, Any], data: torch.Tensor) -> LoopResult:
-    """The same VHP and Alg. 1 by hand: two of the config's Adam optimisers, eq. 11 for beta;
-    per-step end times.
+def train_plain(spec: dict[str, Any], data: torch.Tensor, vae: bool = False) -> LoopResult:
+    """The same VHP (or, if ``vae``, our VAE) and Alg. 1 by hand: the config's Adam optimisers
+    (``plain_optimizers``), eq. 11 for beta; per-step end times.
 
     The beta update is eq. 11/12 as in ``callbacks/rewo.py`` (restated here so that this process
     does not import Lightning, which ``vhp_lightning.callbacks`` does); ``tests/test_bench.py``
     checks that the two agree.
     """
-    from hydra.utils import instantiate
-
-    model = _build_vhp(spec)
-    vae_opt = instantiate(spec["optimizer"])(model.vae_parameters())
-    prior_opt = instantiate(spec["optimizer"])(model.prior_parameters())
+    model = build_model(spec, vae)
+    vae_opt, *prior_opts = plain_optimizers(spec, model)
     scheme = spec["scheme"]
     kappa_sq, alpha = float(scheme["kappa"]) ** 2, float(scheme["alpha"])
     beta, train_prior, c_hat = float(scheme["beta_init"]), False, None
@@ -445,18 +454,19 @@ def train_plain(spec: dict[str, Any], data: torch.Tensor) -> LoopResult:
     model.train()
     for (x,) in _loader(spec, data):
         parts = model.loss(x, beta=beta)
-        vae_opt.zero_grad(set_to_none=True)
-        prior_opt.zero_grad(set_to_none=True)
+        for opt in (vae_opt, *prior_opts):
+            opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         vae_opt.step()
         if train_prior:
-            prior_opt.step()
+            for opt in prior_opts:
+                opt.step()
         c_ba = float(parts["constraint"])
         c_hat = c_ba if c_hat is None else (1 - alpha) * c_ba + alpha * c_hat
         train_prior = train_prior or c_hat < kappa_sq
         if train_prior:
             beta = rewo_beta(beta, c_hat - kappa_sq, float(scheme["nu"]), float(scheme["tau"]))
-        times.append(_now())
+        times.append(step_stamp())
     x = data[: spec["batch_size"]]
     return times, lambda: model.loss(x, beta=beta)["loss"].backward()
 
@@ -469,29 +479,18 @@ def rewo_beta(beta: float, delta: float, nu: float, tau: float) -> float:
 
 def train_pythae(spec: dict[str, Any], data: torch.Tensor) -> LoopResult:
     """pythae's ``BaseTrainer.train_step`` (one epoch) on our nets; per-step end times."""
-    from hydra.utils import instantiate
     from pythae.data.datasets import BaseDataset
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
     from pythae.trainers.training_callbacks import TrainingCallback
-    from pythae_models import build_pythae
 
     class StepClock(TrainingCallback):
         def __init__(self) -> None:
             self.times: list[Stamp] = []
 
         def on_train_step_end(self, training_config: Any, **kwargs: Any) -> None:
-            self.times.append(_now())
+            self.times.append(step_stamp())
 
-    model = build_pythae(
-        spec["loop"].removeprefix("pythae-"),
-        instantiate(spec["model"]["encoder"]),
-        instantiate(spec["model"]["decoder"]),
-        spec["data_shape"],
-        spec["latent_dim"],
-        spec["bernoulli"],
-        iwae_samples=spec["iwae_samples"],
-        vamp_components=spec["vamp_components"],
-    )
+    model = build_pythae_model(spec, spec["loop"].removeprefix("pythae-"))
     clock = StepClock()
     config = BaseTrainerConfig(
         output_dir=str(Path(spec["workdir"]) / "pythae"),
@@ -506,6 +505,23 @@ def train_pythae(spec: dict[str, Any], data: torch.Tensor) -> LoopResult:
     trainer.train_step(epoch=1)
     x = data[: spec["batch_size"]]
     return clock.times, lambda: model({"data": x}).loss.backward()
+
+
+def build_pythae_model(spec: dict[str, Any], kind: str) -> torch.nn.Module:
+    """pythae's ``kind`` model (``vae`` | ``iwae`` | ``vamp``) on the setting's encoder/decoder."""
+    from hydra.utils import instantiate
+    from pythae_models import build_pythae  # bench/ is sys.path[0] of a child
+
+    return build_pythae(
+        kind,
+        instantiate(spec["model"]["encoder"]),
+        instantiate(spec["model"]["decoder"]),
+        spec["data_shape"],
+        spec["latent_dim"],
+        spec["bernoulli"],
+        iwae_samples=spec.get("iwae_samples", 16),
+        vamp_components=spec.get("vamp_components", 500),
+    )
 
 
 CHILD_LOOPS = {
