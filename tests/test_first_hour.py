@@ -71,7 +71,10 @@ def _signal_during_test(tmp_path: Path, signum: int) -> tuple[int, str, float]:
         "dataset.n_samples=2400",
         "dataset.n_test=2000",
         "test_nll_images=null",
-        "nll_samples=5000",
+        # About 40 s of test/nll on this CPU: the signal must land inside it even when the
+        # machine is loaded and this process reads the child's output late (5000 samples, about
+        # 9 s since the NLL got faster, once let a loaded CI run finish before the signal).
+        "nll_samples=20000",
         "callbacks.figures=null",
         "callbacks.image_grids=null",
         f"hydra.run.dir={tmp_path / 'run'}",
