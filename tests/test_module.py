@@ -222,3 +222,33 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path: Path)
     assert saved["global_step"] == 5
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
     assert not list(tmp_path.glob("*.tmp"))  # nothing half-written
+
+
+def test_fused_adam_config_equals_foreach_up_to_rounding_and_skips_frozen_prior(
+    compose_cfg,
+) -> None:
+    """``optim/optimizer=adam_fused`` builds a fused Adam whose updates equal the default foreach
+    Adam's up to float32 rounding (not bitwise: the documented price of the opt-in), and which,
+    like it, leaves a group whose gradients are ``None`` untouched (REWO's initial phase)."""
+    from hydra.utils import instantiate
+
+    params, opts = {}, {}
+    for name in ("adam", "adam_fused"):
+        torch.manual_seed(0)
+        net, prior = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+        factory = instantiate(compose_cfg(f"optim/optimizer={name}").optim.optimizer)
+        opts[name] = factory([{"params": net.parameters()}, {"params": prior.parameters()}])
+        gen = torch.Generator().manual_seed(1)
+        frozen = [p.detach().clone() for p in prior.parameters()]
+        for _ in range(20):
+            for p in net.parameters():
+                p.grad = torch.randn(p.shape, generator=gen)
+            for p in prior.parameters():
+                p.grad = None
+            opts[name].step()
+        assert all(torch.equal(a, b) for a, b in zip(frozen, prior.parameters(), strict=True))
+        params[name] = [p.detach() for p in net.parameters()]
+    assert opts["adam_fused"].defaults["fused"] is True
+    assert opts["adam"].defaults["foreach"] is True and not opts["adam"].defaults["fused"]
+    for a, b in zip(params["adam"], params["adam_fused"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

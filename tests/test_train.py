@@ -57,17 +57,21 @@ def _run_to(compose_cfg, run_dir: Path, steps: int, *extra: str) -> dict:
     return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
 
-def test_resume_equals_uninterrupted_run_bitwise(compose_cfg, tmp_path: Path) -> None:
-    """N steps, stop, resume from last.ckpt to 2N == 2N steps straight (N = 2 epochs of 8)."""
-    n = 16
-    full = _run_to(compose_cfg, tmp_path / "full", 2 * n)
-    _run_to(compose_cfg, tmp_path / "half", n)
+@pytest.mark.parametrize("optimizer", ["adam", "adam_fused"])
+def test_resume_equals_uninterrupted_run_bitwise(compose_cfg, tmp_path: Path, optimizer) -> None:
+    """N steps, stop, resume from last.ckpt to 2N == 2N steps straight (N = 2 epochs of 8), with
+    each shipped optimiser (conf/optim/optimizer/)."""
+    n, opt = 16, f"optim/optimizer={optimizer}"
+    full = _run_to(compose_cfg, tmp_path / "full", 2 * n, opt)
+    _run_to(compose_cfg, tmp_path / "half", n, opt)
     resumed = _run_to(
         compose_cfg,
         tmp_path / "resumed",
         2 * n,
+        opt,
         f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}",
     )
+    assert full["optimizer_states"][0]["param_groups"][0]["fused"] is (optimizer == "adam_fused")
     assert resumed["global_step"] == full["global_step"] == 2 * n
     for key, value in full["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
