@@ -453,6 +453,28 @@ def nll_verdict(row: dict[str, Any], prof: dict[str, Any] | None) -> str:
     return _judged(what, 100 * row["fraction_of_peak"], target, gap)
 
 
+def optin_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """The pendulum targets that the opt-ins (fused Adam; + ``compile=inductor``) bear on, on
+    their own throughput rows: a step's % of the sgemm peak, and our VAE over pythae's. Empty
+    when the run had no opt-in rows."""
+    timed = {r["loop"]: r for r in rows if r["model"] == PENDULUM and r["steps_per_cpu_s"]}
+    lines = []
+    for loop in ("ours-fused", "ours-compile"):
+        if loop in timed:
+            what = f"{PENDULUM}, opt-in: a step of {loop}, % of the sgemm peak (CPU)"
+            value = 100 * timed[loop]["fraction_of_peak"]
+            lines.append(_judged(what, value, TARGETS["step"], lambda: "not met by the opt-in"))
+    pythae = timed.get("pythae-vae")
+    for loop in ("ours-vae-fused", "ours-vae-compile"):
+        if loop in timed and pythae:
+            ratio = _ms(pythae) / _ms(timed[loop])
+            what = f"{PENDULUM}, opt-in: {loop} / pythae-vae (CPU)"
+            lines.append(
+                _judged(what, ratio, TARGETS["vae"], lambda: "not met by the opt-in")  # noqa: B023
+            )
+    return lines
+
+
 def verdicts(
     rows: list[dict[str, Any]], nll_rows: list[dict[str, Any]], m: dict[str, Any]
 ) -> list[str]:
@@ -481,7 +503,7 @@ def verdicts(
             else f"- peak RSS ours / plain: {missing}."
         )
     lines += [nll_verdict(row, m["nll_profiles"].get(row["model"])) for row in nll_rows]
-    return lines
+    return lines + optin_verdicts(rows)
 
 
 # --- the section --------------------------------------------------------------------------------

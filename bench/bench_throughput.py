@@ -13,11 +13,15 @@ subprocess:
   ``conf/trainer/default.yaml``);
 * ``plain``: the same VHP object trained by a hand-written loop: ``model.loss``, ``backward``,
   the two Adam optimisers, the REWO update of eq. 11 -- the work of ``ours`` without Lightning;
+* ``ours-fused`` / ``ours-compile``: ``ours`` with the opt-in fused Adam
+  (``optim/optimizer=adam_fused``), and with it the loss under ``compile=inductor`` (the first
+  steps compile; they are among the untimed warm-up steps);
 * ``ours-vae``: the ``ours`` loop on our one-layer ``VAE`` (same encoder/decoder/likelihood, no
   prior nets): the like-for-like partner of ``pythae-vae``;
 * ``pythae-vae`` / ``pythae-iwae`` / ``pythae-vamp``: pythae's models on our encoder/decoder
   (``pythae_models.py``), trained by pythae's own ``BaseTrainer.train_step`` (one epoch of its
-  loop: its DataLoader, forward, one Adam step, ``loss.item()``, its callbacks).
+  loop: its DataLoader, forward, one Adam step, ``loss.item()``, its callbacks);
+* ``ours-vae-fused`` / ``ours-vae-compile``: ``ours-vae`` with the same two opt-ins.
 
 REWO runs with kappa = 1 (any C < 1 holds for data in [0, 1]) so the main phase starts at step 1:
 both of our optimisers step every iteration, the expensive case of Alg. 1. Each child records
@@ -53,13 +57,30 @@ from typing import Any
 
 import torch
 
-LOOPS = ("ours", "ours-log", "plain", "ours-vae", "pythae-vae", "pythae-iwae", "pythae-vamp")
+LOOPS = (
+    "ours",
+    "ours-log",
+    "plain",
+    "ours-fused",
+    "ours-compile",
+    "ours-vae",
+    "ours-vae-fused",
+    "ours-vae-compile",
+    "pythae-vae",
+    "pythae-iwae",
+    "pythae-vamp",
+)
+OPT_INS = ("ours-fused", "ours-compile", "ours-vae-fused", "ours-vae-compile")
 LOOP_LABELS = {
     "torch": "`import torch` + data only (RSS floor)",
     "ours": "**ours**: Trainer + VHPModule + REWO, no logger",
     "ours-log": "ours + CSVLogger (default logging)",
     "plain": "plain PyTorch loop, same VHP + REWO",
+    "ours-fused": "ours, opt-in fused Adam (`optim/optimizer=adam_fused`)",
+    "ours-compile": "ours, opt-ins fused Adam + `compile=inductor`",
     "ours-vae": "ours with our VAE model (no prior nets)",
+    "ours-vae-fused": "ours-vae, opt-in fused Adam",
+    "ours-vae-compile": "ours-vae, opt-ins fused Adam + `compile=inductor`",
     "pythae-vae": "pythae VAE, BaseTrainer",
     "pythae-iwae": "pythae IWAE, BaseTrainer",
     "pythae-vamp": "pythae VAMP, BaseTrainer",
@@ -91,7 +112,9 @@ SETTINGS = {
     # pendulum) vanish next to it, but one timed step alone is too noisy for a 5 % target (it
     # read ours / plain = 0.92 where 4 steps x 3 repeats read 0.98); pythae IWAE costs K decoder
     # passes a step (K = 16 would take about 20 s).
-    "mnist-gated": Setting("mnist-gated", "mnist", "vhp", 1, 3, 3, 2, 500, ("ours-log",)),
+    # The opt-ins (fused Adam, compile) are measured on the pendulum only: next to a 1 s step of
+    # convolutions the optimiser is < 1 %, and inductor would compile the gated nets for minutes.
+    "mnist-gated": Setting("mnist-gated", "mnist", "vhp", 1, 3, 3, 2, 500, ("ours-log", *OPT_INS)),
 }
 Stamp = tuple[float, float]  # (wall clock, process CPU time) at the end of a step
 # A loop's result: its per-step end times, and one forward + backward of its model on one batch
@@ -120,6 +143,7 @@ def resolve_setting(setting: Setting, batch_size: int | None = None) -> dict[str
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="vhp_lightning.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+        fused = compose("train", overrides=[*overrides, "optim/optimizer=adam_fused"])
     GlobalHydra.instance().clear()
     likelihood = str(cfg.model.likelihood["_target_"])
     return {
@@ -129,6 +153,7 @@ def resolve_setting(setting: Setting, batch_size: int | None = None) -> dict[str
         "scheme": OmegaConf.to_container(cfg.optim.scheme, resolve=True),
         "lr": float(cfg.optim.optimizer.lr),
         "optimizer": OmegaConf.to_container(cfg.optim.optimizer, resolve=True),
+        "optimizer_fused": OmegaConf.to_container(fused.optim.optimizer, resolve=True),
         "batch_size": int(cfg.dataset.batch_size),
         "data_shape": [int(d) for d in cfg.dataset.data_shape],
         "latent_dim": int(cfg.paper.latent_dim),
@@ -393,10 +418,17 @@ def plain_optimizers(spec: dict[str, Any], model: torch.nn.Module) -> list[torch
 
 
 def train_ours(
-    spec: dict[str, Any], data: torch.Tensor, log: bool = False, vae: bool = False
+    spec: dict[str, Any],
+    data: torch.Tensor,
+    log: bool = False,
+    vae: bool = False,
+    fused: bool = False,
+    compiled: bool = False,
 ) -> LoopResult:
     """``pl.Trainer.fit`` of ``VHPModule`` + ``REWO`` (on the VHP, or on our VAE with the same
-    encoder/decoder if ``vae``) with the config's optimiser; per-step end times."""
+    encoder/decoder if ``vae``) with the config's optimiser (``conf/optim/optimizer/
+    adam_fused.yaml`` if ``fused``; the loss under ``torch.compile``'s inductor if
+    ``compiled``); per-step end times."""
     import warnings
 
     import pytorch_lightning as pl
@@ -416,7 +448,9 @@ def train_ours(
 
     clock = StepClock()
     model = build_model(spec, vae)
-    module = VHPModule(model, optimizer=instantiate(spec["optimizer"]))
+    optimizer = instantiate(spec["optimizer_fused" if fused else "optimizer"])
+    backend = "inductor" if compiled else None
+    module = VHPModule(model, optimizer=optimizer, compile_backend=backend)
     logger = CSVLogger(spec["workdir"], name=f"csv-{spec['setting']}") if log else False
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -528,7 +562,13 @@ CHILD_LOOPS = {
     "ours": train_ours,
     "ours-log": lambda spec, data: train_ours(spec, data, log=True),
     "plain": train_plain,
+    "ours-fused": lambda spec, data: train_ours(spec, data, fused=True),
+    "ours-compile": lambda spec, data: train_ours(spec, data, fused=True, compiled=True),
     "ours-vae": lambda spec, data: train_ours(spec, data, vae=True),
+    "ours-vae-fused": lambda spec, data: train_ours(spec, data, vae=True, fused=True),
+    "ours-vae-compile": lambda spec, data: train_ours(
+        spec, data, vae=True, fused=True, compiled=True
+    ),
     "pythae-vae": train_pythae,
     "pythae-iwae": train_pythae,
     "pythae-vamp": train_pythae,
