@@ -175,6 +175,27 @@ def test_gap_verdicts_state_each_gap_with_the_numbers_that_explain_it() -> None:
     ]
 
 
+def test_opt_in_verdicts_judge_the_opt_in_rows_against_the_same_targets() -> None:
+    gaps = _load("bench_gaps")
+    rows = [
+        {**_throughput_row("pendulum-mlp", "ours-fused", 20, 855), "fraction_of_peak": 0.76},
+        {**_throughput_row("pendulum-mlp", "ours-compile", 20, 855), "fraction_of_peak": 0.741},
+        _throughput_row("pendulum-mlp", "ours-vae-fused", 100, 800),  # 10 ms
+        _throughput_row("pendulum-mlp", "ours-vae-compile", 130, 800),  # 7.69 ms
+        _throughput_row("pendulum-mlp", "pythae-vae", 100, 700),  # 10 ms
+    ]
+    assert gaps.optin_verdicts(rows) == [
+        "- pendulum-mlp, opt-in: a step of ours-fused, % of the sgemm peak (CPU) = 76 % >= 75 %:"
+        " met.",
+        "- pendulum-mlp, opt-in: a step of ours-compile, % of the sgemm peak (CPU) = 74 % < 75 %:"
+        " not met by the opt-in.",
+        "- pendulum-mlp, opt-in: ours-vae-fused / pythae-vae (CPU) = 1.00 < 1.30: not met by the"
+        " opt-in.",
+        "- pendulum-mlp, opt-in: ours-vae-compile / pythae-vae (CPU) = 1.30 >= 1.30: met.",
+    ]
+    assert gaps.optin_verdicts(rows[-1:]) == []  # a run without the opt-in rows
+
+
 def test_pythae_adapters_train(tmp_path: Path) -> None:
     """pythae's VAE / IWAE / VAMP run forward + backward on our nets (bench-only dependency)."""
     pytest.importorskip("pythae")

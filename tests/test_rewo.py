@@ -38,13 +38,28 @@ def test_rewo_moves_beta_towards_one_and_never_past() -> None:
 
 
 class _Module(SimpleNamespace):
-    def log_dict(self, *args, **kwargs) -> None:
-        pass
+    pass
+
+
+class _Logger:
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict]] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.rows.append((step, dict(metrics)))
 
 
 class _Trainer(SimpleNamespace):
+    """What a scheme reads of the Trainer; ``global_step`` counts optimiser steps, as after the
+    module's step of each batch."""
+
     strategy = SimpleNamespace(reduce=lambda t, reduce_op: t, root_device=torch.device("cpu"))
     num_training_batches = 1
+    log_every_n_steps = 1
+    current_epoch = 0
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{"callback_metrics": {}, "loggers": [], "global_step": 0, **kwargs})
 
 
 def _run(scheme: REWO, constraints: list[float]) -> tuple[list[float], list[bool]]:
@@ -53,6 +68,7 @@ def _run(scheme: REWO, constraints: list[float]) -> tuple[list[float], list[bool
     scheme.on_train_start(trainer, module)  # type: ignore[arg-type]
     betas, phases = [], []
     for c in constraints:
+        trainer.global_step += 1  # the module's optimiser step of this batch
         scheme.on_train_batch_end(trainer, module, {"constraint": torch.tensor(c)}, None, 0)  # type: ignore[arg-type]
         betas.append(module.beta)
         phases.append(module.train_prior)
@@ -116,3 +132,32 @@ def test_plateau_above_kappa_warns_once() -> None:
     scheme = REWO(kappa=0.01, alpha=0.0, plateau_steps=10)
     with pytest.warns(UserWarning, match="kappa may be too tight"):
         _run(scheme, [0.5] * 12)
+
+
+def test_scheme_writes_each_step_to_the_loggers_and_callback_metrics() -> None:
+    """beta, C_t, kappa^2 and the phase go straight to every logger, one row per step numbered
+    from 0 with the epoch, every ``log_every_n_steps`` steps; the latest are in
+    ``callback_metrics`` (the progress line and train()'s result read them there)."""
+    scheme = REWO(kappa=0.1, nu=5.0, alpha=0.0, beta_init=1e-3)
+    logger = _Logger()
+    module, trainer = _Module(beta=1.0, train_prior=True), _Trainer(loggers=[logger])
+    scheme.on_train_start(trainer, module)  # type: ignore[arg-type]
+    for step, c in enumerate([0.5, 0.005, 0.005]):
+        trainer.global_step += 1
+        trainer.current_epoch = step
+        scheme.on_train_batch_end(trainer, module, {"constraint": torch.tensor(c)}, None, 0)  # type: ignore[arg-type]
+    assert [s for s, _ in logger.rows] == [0, 1, 2]
+    assert logger.rows[0][1] == {
+        "rewo/beta": 1e-3,
+        "rewo/train_prior": 0.0,
+        "rewo/c_hat": 0.5,
+        "rewo/kappa_sq": pytest.approx(0.01),
+        "epoch": 0,
+    }
+    assert logger.rows[2][1]["epoch"] == 2 and logger.rows[2][1]["rewo/train_prior"] == 1.0
+    assert trainer.callback_metrics == {k: v for k, v in logger.rows[2][1].items() if k != "epoch"}
+    trainer.log_every_n_steps = 2
+    for _ in range(4):
+        trainer.global_step += 1
+        scheme.on_train_batch_end(trainer, module, {"constraint": torch.tensor(0.005)}, None, 0)  # type: ignore[arg-type]
+    assert [s for s, _ in logger.rows] == [0, 1, 2, 4, 6]
