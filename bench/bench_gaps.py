@@ -458,20 +458,22 @@ def optin_verdicts(rows: list[dict[str, Any]]) -> list[str]:
     their own throughput rows: a step's % of the sgemm peak, and our VAE over pythae's. Empty
     when the run had no opt-in rows."""
     timed = {r["loop"]: r for r in rows if r["model"] == PENDULUM and r["steps_per_cpu_s"]}
+
+    def not_met() -> str:
+        return "not met by the opt-in"
+
     lines = []
     for loop in ("ours-fused", "ours-compile"):
         if loop in timed:
             what = f"{PENDULUM}, opt-in: a step of {loop}, % of the sgemm peak (CPU)"
             value = 100 * timed[loop]["fraction_of_peak"]
-            lines.append(_judged(what, value, TARGETS["step"], lambda: "not met by the opt-in"))
+            lines.append(_judged(what, value, TARGETS["step"], not_met))
     pythae = timed.get("pythae-vae")
     for loop in ("ours-vae-fused", "ours-vae-compile"):
         if loop in timed and pythae:
             ratio = _ms(pythae) / _ms(timed[loop])
             what = f"{PENDULUM}, opt-in: {loop} / pythae-vae (CPU)"
-            lines.append(
-                _judged(what, ratio, TARGETS["vae"], lambda: "not met by the opt-in")  # noqa: B023
-            )
+            lines.append(_judged(what, ratio, TARGETS["vae"], not_met))
     return lines
 
 

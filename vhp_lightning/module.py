@@ -156,7 +156,7 @@ class VHPModule(pl.LightningModule):
                 p.grad = None
         opt.step()
         # For callbacks and train()'s result, not for the loggers (below, every n steps): a
-        # dict entry, not self.log, whose bookkeeping costs ~0.2 ms of Python a step.
+        # dict entry, not self.log, whose per-call bookkeeping is Python time on every step.
         self.trainer.callback_metrics["train/loss"] = loss.detach()
         step = self.global_step - 1  # the batch just trained: the step the loggers record
         if step % self.log_parts_every_n_steps == 0 and self.loggers:
@@ -277,8 +277,8 @@ class VHPModule(pl.LightningModule):
         down: "terminate called without an active exception" killed a rank with SIGABRT (5 of
         14 fast_dev_runs of ``trainer=ddp`` on the CPU; 0 of 8 with this hook). The last
         collective of the stage is done by now; the next ``fit``/``validate``/``test`` spawns new
-        workers and a new group.
-        Other launchers (plain ``ddp``, SLURM) keep their group for the next stage."""
+        workers and a new group. Other launchers (plain ``ddp``, SLURM) keep their group for the
+        next stage."""
         from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
         launcher = getattr(self.trainer.strategy, "launcher", None)
