@@ -7,7 +7,8 @@ holds the same beta), updates the running average C_t = (1 - alpha) C_ba + alpha
 LightningModule for the *next* step (decision 3: beta is applied one step after the batch
 that produced it), and logs them. Its state is in ``state_dict()`` so checkpoints carry it.
 
-The scheme's quantities (``<name>/beta``, ``/c_hat``, ``/kappa_sq``, ``/train_prior``) go
+The scheme's quantities (``<name>/beta``, ``/c_hat``, ``/kappa_sq``, ``/train_prior``, and
+``train/sigma`` when ``training_step`` returns a learned likelihood sigma) go
 straight to ``trainer.loggers`` every ``trainer.log_every_n_steps`` steps (every step by
 default), one row per step with ``epoch`` as Lightning writes it, not through
 ``LightningModule.log``, whose bookkeeping took 1.25 of 4.03 s in a cProfile of 405 pendulum
@@ -143,6 +144,8 @@ class BetaScheme(Callback):
             metrics[f"{self.name}/c_hat"] = self.c_hat
         if self.kappa_sq is not None:
             metrics[f"{self.name}/kappa_sq"] = self.kappa_sq
+        if isinstance(outputs, dict) and "sigma" in outputs:  # a learned likelihood sigma
+            metrics["train/sigma"] = float(outputs["sigma"])
         trainer.callback_metrics.update(metrics)
         # The batch just trained (one optimiser step per batch), as the module's loss parts.
         step = trainer.global_step - 1

@@ -165,7 +165,11 @@ class VHPModule(pl.LightningModule):
             scalars = _scalars("train", parts, loss)
             for logger in self.loggers:
                 logger.log_metrics(scalars, step=step)
-        return {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
+        out = {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
+        sigma = _learned_sigma(self.model)
+        if sigma is not None:  # the other half of the effective weight: the scheme logs it
+            out["sigma"] = sigma
+        return out
 
     # --- evaluation ---------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -327,6 +331,17 @@ def _scalars(stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor) -> 
     """``_parts`` plus ``<stage>/loss`` (nll + beta * kl for training) as Python floats."""
     scalars = {f"{stage}/loss": loss.detach(), **_parts(stage, parts)}
     return {k: float(v) for k, v in scalars.items()}
+
+
+def _learned_sigma(model: LatentVariableModel) -> torch.Tensor | None:
+    """The likelihood's learned sigma (decision 15), ``None`` when it has none or it is fixed.
+
+    With beta it sets how the reconstruction is weighted against the KL term (1 / (2 sigma^2) per
+    squared error), so the beta-scheme logs it every step beside beta."""
+    likelihood = getattr(model, "likelihood", None)
+    if not getattr(likelihood, "learned", False):
+        return None
+    return likelihood.sigma().detach()
 
 
 def _test_size(trainer: pl.Trainer) -> int | None:
