@@ -30,6 +30,7 @@ from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_p
 from vhp_lightning.analysis.pendulum import (
     knn_angle_error,
     latent_angle_report,
+    prior_coverage,
     prior_fit_report,
 )
 from vhp_lightning.callbacks.base import BetaScheme
@@ -186,7 +187,7 @@ class RunFigures(Callback):
         return {"trace": [list(t) for t in self.trace]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.trace = [tuple(t) for t in state_dict.get("trace", [])]
+        self.trace = [tuple(t) for t in _checked_rows(state_dict, "trace", tuple)]
 
 
 class PendulumFigures(RunFigures):
@@ -194,8 +195,9 @@ class PendulumFigures(RunFigures):
 
     Writes ``<dirpath>/latents_step<k>.png`` (+ ``.npz``), ``snapshots.csv``, ``beta_trace.png``
     and ``pendulum_metrics.json`` (``polar_ols_error``, ``knn_angle_error``, ``polar_slope``, the
-    step and beta) and logs the figures to TensorBoard/W&B when those loggers are active. Needs
-    batches ``(x, angle)``; encodes the whole split.
+    prior-fit diagnostics such as ``prior_fit_nn`` and ``prior_outside_3std``, the step and
+    beta) and logs the figures to TensorBoard/W&B when those loggers are active. Needs batches
+    ``(x, angle)``; encodes the whole split.
     """
 
     def __init__(
@@ -233,7 +235,8 @@ class PendulumFigures(RunFigures):
     @rank_zero_only
     def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str):
         """Draw Fig. 2's panels, keep the arrays (``<name>.npz``) and append one row of
-        metrics and prior-fit diagnostics to ``snapshots.csv`` (Figs. 2, 11-15 over steps)."""
+        metrics and prior-fit diagnostics (``prior_fit_report``, ``prior_coverage``: does p(z)
+        take the shape of the encoded data) to ``snapshots.csv`` (Figs. 2, 11-15 over steps)."""
         means, stds, angles, prior = self._encode(trainer, pl_module)
         if angles is None or not np.issubdtype(angles.dtype, np.floating):
             raise ValueError(
@@ -261,6 +264,7 @@ class PendulumFigures(RunFigures):
             "knn_sample_error": knn_angle_error(sampled, angles),
             "posterior_std": float(stds.mean()),
             **fit,
+            **prior_coverage(means, stds, prior),
         }
         self.snapshots = [r for r in self.snapshots if r["step"] != row["step"]] + [row]
         _write_csv(self.dirpath / "snapshots.csv", self.snapshots)
@@ -286,7 +290,25 @@ class PendulumFigures(RunFigures):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.snapshots = list(state_dict.get("snapshots", []))
+        self.snapshots = _checked_rows(state_dict, "snapshots", dict)
+
+
+def _checked_rows(state: Any, key: str, kind: type) -> list[Any]:
+    """``state[key]`` of a checkpoint: a list of rows (tuples, or dicts with string keys) of plain
+    numbers or empty values; anything else is refused with ``CheckpointError``."""
+    from vhp_lightning.io.checkpoint import CheckpointError
+    from vhp_lightning.io.trusted_state import FIX
+
+    rows = state.get(key, []) if isinstance(state, dict) else None
+    ok = isinstance(rows, list)
+    for row in rows if ok else []:
+        values = row.values() if isinstance(row, dict) else row
+        ok = ok and isinstance(row, (list, tuple) if kind is tuple else dict)
+        ok = ok and (kind is tuple or all(isinstance(k, str) for k in row))
+        ok = ok and all(v is None or isinstance(v, (int, float)) for v in values)
+    if not ok:
+        raise CheckpointError(f"the figures state[{key!r}] must be a list of number rows. {FIX}")
+    return list(rows)
 
 
 @contextmanager

@@ -54,6 +54,10 @@ def test_pendulum_callbacks_write_figures_and_metrics(compose_cfg, tmp_path: Pat
     assert [int(r["step"]) for r in rows] == [10, 20]
     assert float(rows[-1]["knn_sample_error"]) == metrics["knn_sample_error"]
     assert {"arcsin_ols_error", "q_zeta_spread", "p_z_std", "prior_radius_mean"} <= set(rows[0])
+    # Whether p(z) covers the encoded data (analysis.pendulum.prior_coverage), in both files.
+    assert {"prior_fit_nn", "prior_outside_3std"} <= set(rows[0])
+    assert float(rows[-1]["prior_fit_nn"]) == metrics["prior_fit_nn"] >= 0.0
+    assert 0.0 <= metrics["prior_outside_3std"] <= 1.0
     arrays = np.load(figures / "latents_step20.npz")
     assert arrays["means"].shape == arrays["stds"].shape == (len(arrays["angles"]), 2)
     assert arrays["prior"].shape == (50, 2)

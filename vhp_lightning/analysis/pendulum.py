@@ -13,16 +13,20 @@ A ring gives two small numbers; a closed loop of another shape (folded, passing 
 centre) gives a small kNN error and a large polar error; an uninformative latent gives two large
 ones (pi/2 for a latent that ignores the angle). Report them with the latent plot
 (``analysis.figures.plot_latents``) so a reader sees which case a run is in.
+
+Whether the learned prior p(z) takes the shape of the encoded data (the paper's claim, a ring on
+the pendulum) is ``prior_coverage``; ``prior_fit_report`` adds the prior nets' diagnostics.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.neighbors import KNeighborsRegressor
+from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 
 
 def wrap_angle(a: np.ndarray | float) -> np.ndarray:
@@ -235,3 +239,56 @@ def prior_fit_report(
         p_z_std=float((0.5 * lv_z.float()).exp().mean()),
     )
     return out
+
+
+def prior_coverage(
+    means: np.ndarray, stds: np.ndarray, prior: np.ndarray, chunk: int = 2**20
+) -> dict[str, float]:
+    """Whether the prior p(z) takes the shape of the encoded data (sec. 4.1, Fig. 2: a ring).
+
+    ``means: (N, d)`` and ``stds: (N, d)`` of q(z|x) over the data, ``prior: (M, d)`` draws of
+    z ~ p(z). Returns two numbers, each 0 for a prior that lies where the data is encoded:
+
+    - ``prior_fit_nn``: the symmetric mean nearest-neighbour distance between the two point
+      sets, ``(mean_j min_i |p_j - m_i| + mean_i min_j |m_i - p_j|) / 2``, divided by the mean
+      radius ``mean_i |m_i - mean(m)|`` of the encoded means (so it is scale-free; ``inf`` when
+      the means coincide and the prior does not). The first half is large for prior mass where
+      no data is encoded, the second for encoded data the prior does not reach.
+    - ``prior_outside_3std``: the fraction of prior samples outside every posterior's 3-std
+      ellipse: ``p_j`` is inside when ``|(p_j - m_i) / s_i|_2 <= 3`` for some ``i`` (elementwise
+      std ``s_i``), i.e. where the decoder was trained.
+
+    The 3-std test runs over blocks of prior samples of about ``chunk`` (sample, mean) pairs.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    stds = np.asarray(stds, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    if means.ndim != 2 or len(means) < 1:
+        raise ValueError(f"means must be a non-empty 2-d array (N, d), got shape {means.shape}")
+    if stds.shape != means.shape:
+        raise ValueError(f"stds must match means {means.shape}, got shape {stds.shape}")
+    if prior.ndim != 2 or len(prior) < 1 or prior.shape[1] != means.shape[1]:
+        raise ValueError(
+            f"prior must be a non-empty (M, {means.shape[1]}) array (the latent size of means), "
+            f"got shape {prior.shape}"
+        )
+    if not (np.isfinite(means).all() and np.isfinite(stds).all() and np.isfinite(prior).all()):
+        raise ValueError("means, stds or prior contain NaN or inf")
+    if (stds <= 0).any():
+        raise ValueError("stds must be positive (posterior standard deviations)")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+
+    prior_to_data = NearestNeighbors(n_neighbors=1).fit(means).kneighbors(prior)[0]  # (M, 1)
+    data_to_prior = NearestNeighbors(n_neighbors=1).fit(prior).kneighbors(means)[0]  # (N, 1)
+    distance = 0.5 * (prior_to_data.mean() + data_to_prior.mean())
+    radius = float(np.linalg.norm(means - means.mean(axis=0), axis=1).mean())
+    fit_nn = distance / radius if radius > 0 else (math.inf if distance > 0 else 0.0)
+
+    inside = np.zeros(len(prior), dtype=bool)
+    step = max(1, chunk // len(means))
+    for start in range(0, len(prior), step):
+        block = prior[start : start + step]  # (C, d)
+        scaled = (block[:, None, :] - means[None]) / stds[None]  # (C, N, d)
+        inside[start : start + step] = ((scaled**2).sum(axis=-1) <= 9.0).any(axis=1)
+    return {"prior_fit_nn": float(fit_nn), "prior_outside_3std": float(1.0 - inside.mean())}

@@ -4,8 +4,12 @@
 finished run (``figures/pendulum_metrics.json`` present) to ``results/pendulum_table1.csv`` -- a
 row already there (same setting, seed, sigma and steps) is kept, never overwritten -- then
 writes ``results/pendulum_table1.md`` from *all* rows of the CSV (mean +- std over seeds per
-setting), and, when runs are given, the side-by-side figure of the settings (Figs. 2, 11-15) and
-their beta / C_t traces. A table can so be filled over several sessions.
+setting, one table per likelihood reading), and, when runs are given, the side-by-side figure
+of the settings (Figs. 2, 11-15) and their beta / C_t traces. A table can so be filled over
+several sessions.
+
+The ``sigma`` column is the run's reading of the likelihood: ``1`` for a fixed sigma = 1
+(decision 12), ``learned@<init>`` for a learned sigma started at ``init_sigma`` (decision 15).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from vhp_lightning.analysis.pendulum import prior_coverage
 from vhp_lightning.reports import (
     append_rows,
     find_runs,
@@ -45,6 +50,7 @@ DIAGNOSTICS = (
     "encoded_radius_mean",
     "encoded_radius_std",
 )
+COVERAGE = ("prior_fit_nn", "prior_outside_3std")  # analysis.pendulum.prior_coverage
 COLUMNS = (
     "method",
     "seed",
@@ -58,12 +64,52 @@ COLUMNS = (
     "formed_step",
     *DIAGNOSTICS,
     "run",
+    *COVERAGE,
+    "final_sigma",
 )
 KEY = ("method", "seed", "sigma", "steps")
 FORMED = 0.1  # rad: the latent "has formed" once the kNN error through q(z|x)'s noise is below
+# GaussianLikelihood's init_sigma when a learned-sigma config had no init_sigma key (the runs
+# made before conf/paper/likelihood/gaussian_learned.yaml set it).
+DEFAULT_INIT_SIGMA = 0.1
 
 
 # --- one run ------------------------------------------------------------------------------------
+def reading(likelihood: dict[str, Any] | None) -> str:
+    """The ``sigma`` label of a run's ``paper.likelihood`` config: ``"1"`` for a fixed sigma = 1,
+    ``"learned@1"`` for a learned sigma started at 1 (``init_sigma``, default 0.1)."""
+    likelihood = likelihood or {}
+    sigma = likelihood.get("sigma")
+    if sigma is not None:
+        return f"{float(sigma):g}"
+    return f"learned@{float(likelihood.get('init_sigma', DEFAULT_INIT_SIGMA)):g}"
+
+
+def final_sigma(job: Path) -> float | None:
+    """The last logged ``train/sigma`` (a learned likelihood sigma) of a run's CSV logs, or
+    ``None`` when it logged none (a fixed sigma)."""
+    last: tuple[int, float] | None = None
+    for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
+        for row in read_csv(metrics_csv):
+            if row.get("train/sigma"):
+                step = int(float(row["step"]))
+                if last is None or step >= last[0]:
+                    last = (step, float(row["train/sigma"]))
+    return None if last is None else last[1]
+
+
+def snapshot_coverage(job: Path, step: int) -> dict[str, float]:
+    """``prior_coverage`` of the run's snapshot ``figures/latents_step<step>.npz`` (for runs
+    whose ``pendulum_metrics.json`` predates it); ``{}`` when the snapshot is missing."""
+    path = job / "figures" / f"latents_step{step}.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as arrays:
+        if not {"means", "stds", "prior"} <= set(arrays.files):
+            return {}
+        return prior_coverage(arrays["means"], arrays["stds"], arrays["prior"])
+
+
 def run_row(job: Path) -> dict[str, Any] | None:
     """The CSV row of one finished Table 1 run (``None`` when it is not one or not finished)."""
     metrics_path = job / "figures" / "pendulum_metrics.json"
@@ -72,7 +118,6 @@ def run_row(job: Path) -> dict[str, Any] | None:
         return None
     metrics = yaml.safe_load(metrics_path.read_text())  # JSON is YAML
     cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
-    sigma = (((cfg.get("paper") or {}).get("likelihood")) or {}).get("sigma")
     switch = switch_step(scheme_trace(job))
     snapshots = job / "figures" / "snapshots.csv"
     formed = None
@@ -81,11 +126,15 @@ def run_row(job: Path) -> dict[str, Any] | None:
             if row.get("knn_sample_error") and float(row["knn_sample_error"]) < FORMED:
                 formed = int(row["step"])
                 break
+    coverage = {k: metrics[k] for k in COVERAGE if k in metrics}
+    if len(coverage) < len(COVERAGE):
+        coverage = snapshot_coverage(job, int(metrics["step"]))
+    sigma = final_sigma(job)
     start = (job / ".hydra" / "config.yaml").stat().st_mtime
     return {
         "method": method,
         "seed": int(cfg.get("seed", 0)),
-        "sigma": "learned" if sigma is None else f"{float(sigma):g}",
+        "sigma": reading((cfg.get("paper") or {}).get("likelihood")),
         "steps": int(metrics["step"]),
         "wall_s": round(metrics_path.stat().st_mtime - start),
         **{k: metrics.get(k, "") for k in (*METRICS, "polar_slope")},
@@ -94,33 +143,47 @@ def run_row(job: Path) -> dict[str, Any] | None:
         "formed_step": "" if formed is None else formed,
         **{k: metrics.get(k, "") for k in DIAGNOSTICS},
         "run": job.name if job.parent.name != "." else str(job),
+        **{k: coverage.get(k, "") for k in COVERAGE},
+        "final_sigma": "" if sigma is None else sigma,
     }
 
 
 # --- the table ---------------------------------------------------------------------------------
-def table(rows: list[dict[str, str]]) -> str:
-    """Markdown: one line per (setting, sigma, steps) with mean +- std over its seeds."""
-    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+def _reading_title(sigma: str) -> str:
+    """A section heading for one ``sigma`` reading (``"1"``, ``"learned@1"``, ...)."""
+    if sigma.startswith("learned@"):
+        return f"σ learned, started at {sigma.removeprefix('learned@')} (`{sigma}`, decision 15)"
+    if sigma == "learned":  # a row collected before the reading named its start
+        return "σ learned (`learned`, start not recorded)"
+    return f"σ = {sigma} fixed (`{sigma}`, decision 12)" if sigma == "1" else f"σ = {sigma} fixed"
+
+
+def _per_seed(group: list[dict[str, str]], key: str, missing: str = "—") -> str:
+    """The values of column ``key`` per seed, ``" / "``-separated (3 significant digits)."""
+    return " / ".join(f"{float(r[key]):.3g}" if r.get(key) else missing for r in group)
+
+
+def reading_table(rows: list[dict[str, str]]) -> list[str]:
+    """Markdown lines of one reading's table: a line per (setting, steps), mean +- std over
+    seeds; a final-σ column when any run learned its sigma."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for r in rows:
-        groups.setdefault((r["sigma"], r["steps"], r["method"]), []).append(r)
-    lines = [
-        "# Table 1: OLS regression on the pendulum latents",
-        "",
-        "Built by `python -m vhp_lightning.report pendulum_table1` from every row of "
-        "`results/pendulum_table1.csv` (one row per finished run); mean ± std over seeds.",
-        "",
+        groups.setdefault((r["steps"], r["method"]), []).append(r)
+    learned = any(r.get("final_sigma") for r in rows)
+    header = (
         "| method | σ | steps | seeds | paper | App. B.3 arcsin OLS (rad) | polar OLS (rad) | "
-        "kNN (rad) | kNN through q(z\\|x) noise (rad) | final β | switch step | latent formed "
-        "at step | std of p(z\\|ζ) | prior / encoded radius | wall time per run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "kNN (rad) | kNN through q(z\\|x) noise (rad) | prior fit (NN / radius) | "
+        "prior outside 3 std of q | final β | "
+        + ("final σ | " if learned else "")
+        + "switch step | latent formed at step | std of p(z\\|ζ) | prior / encoded radius | "
+        "wall time per run |"
+    )
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     order = {m: i for i, m in enumerate(PAPER)}
-    for (sigma, steps, method), group in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]), order.get(kv[0][2], 99))
+    for (steps, method), group in sorted(
+        groups.items(), key=lambda kv: (int(kv[0][0]), order.get(kv[0][1], 99))
     ):
         name, paper = PAPER.get(method, (method, None))
-        betas = floats(group, "final_beta")
-        beta_txt = " / ".join(f"{b:.3g}" for b in betas)
         switch = " / ".join(r["switch_step"] or "—" for r in group)
         formed = " / ".join(r["formed_step"] or "never" for r in group)
         radius = (
@@ -129,12 +192,34 @@ def table(rows: list[dict[str, str]]) -> str:
         )
         wall = floats(group, "wall_s")
         lines.append(
-            f"| {name} | {sigma} | {steps} | {', '.join(r['seed'] for r in group)} | "
+            f"| {name} | {group[0]['sigma']} | {steps} | {', '.join(r['seed'] for r in group)} | "
             f"{'—' if paper is None else f'{paper:.3g}'} | "
             + " | ".join(mean_std(floats(group, k)) for k in METRICS)
-            + f" | {beta_txt} | {switch} | {formed} | {mean_std(floats(group, 'p_z_std'), 2)} | "
+            + " | "
+            + " | ".join(mean_std(floats(group, k), 2) for k in COVERAGE)
+            + f" | {_per_seed(group, 'final_beta')} | "
+            + (f"{_per_seed(group, 'final_sigma')} | " if learned else "")
+            + f"{switch} | {formed} | {mean_std(floats(group, 'p_z_std'), 2)} | "
             f"{radius} | {np.mean(wall) / 60:.0f} min |"
         )
+    return lines
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """Markdown: one table per likelihood reading (``sigma``: fixed ``1`` first, then the
+    learned ones), in each a line per (setting, steps) with mean +- std over its seeds."""
+    readings: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        readings.setdefault(r["sigma"], []).append(r)
+    lines = [
+        "# Table 1: OLS regression on the pendulum latents",
+        "",
+        "Built by `python -m vhp_lightning.report pendulum_table1` from every row of "
+        "`results/pendulum_table1.csv` (one row per finished run); mean ± std over seeds, one "
+        "table per reading of the likelihood p(x|z).",
+    ]
+    for sigma in sorted(readings, key=lambda s: (s.startswith("learned"), s)):
+        lines += ["", f"## {_reading_title(sigma)}", "", *reading_table(readings[sigma])]
     seeds = {m: {r["seed"] for r in rows if r["method"] == m} for m in PAPER}
     missing = [name for m, (name, _) in PAPER.items() if len(seeds[m]) < 2]
     lines += [
@@ -146,7 +231,15 @@ def table(rows: list[dict[str, str]]) -> str:
         "cross-validated 5-NN regression of (cos, sin) of the angle, which does not assume a "
         "ring; *through q(z|x) noise*: the same kNN on one sample z ~ q(z|x) per image, "
         f"about π/2 while the posterior is collapsed. *Latent formed*: the first snapshot with "
-        f"that error below {FORMED} rad. β and switch step per seed.",
+        f"that error below {FORMED} rad. β, σ and switch step per seed.",
+        "",
+        "Whether the prior takes the shape of the encoded data (sec. 4.1; "
+        "`analysis.pendulum.prior_coverage`, at the last snapshot, 2000 prior samples): *prior "
+        "fit* is the symmetric mean nearest-neighbour distance between prior samples and "
+        "posterior means over the mean radius of the means (a ring prior on the ring of means "
+        "scores about 0.01, N(0, I) about 0.27); *outside 3 std of q*: the fraction of prior "
+        "samples outside every posterior's 3-std ellipse. *Final σ*: the learned likelihood σ "
+        "at the end of the run.",
     ]
     if missing:
         lines += ["", "Settings with fewer than two seeds: " + ", ".join(missing) + "."]
