@@ -164,11 +164,37 @@ class BetaScheme(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the scheme from a checkpoint, every value checked (``CheckpointError``)."""
+        from vhp_lightning.io.checkpoint import CheckpointError
+        from vhp_lightning.io.trusted_state import (
+            FIX,
+            UntrustedStateError,
+            check_beta_state,
+            check_count,
+        )
+
+        name = f"the {type(self).__name__} state"
+        try:
+            check_beta_state(state_dict, name)
+            step = check_count(state_dict.get("step"), f"{name}['step']")
+            c_hat = state_dict.get("c_hat")
+            if c_hat is not None and (
+                isinstance(c_hat, bool)
+                or not isinstance(c_hat, (int, float))
+                or not math.isfinite(c_hat)
+                or c_hat < 0
+            ):
+                raise UntrustedStateError(f"{name}['c_hat'] must be empty or >= 0, got {c_hat!r}")
+            switch = state_dict.get("switch_step")
+            if switch is not None:
+                check_count(switch, f"{name}['switch_step']", upper=step)
+        except UntrustedStateError as err:
+            raise CheckpointError(f"{err}. {FIX}") from None
         self.beta = float(state_dict["beta"])
         self.train_prior = bool(state_dict["train_prior"])
-        self.c_hat = state_dict["c_hat"]
-        self.step = int(state_dict["step"])
-        self.switch_step = state_dict.get("switch_step")
+        self.c_hat = None if c_hat is None else float(c_hat)
+        self.step = step
+        self.switch_step = switch
 
     # --- helpers ------------------------------------------------------------------------------
     def _push(self, pl_module: pl.LightningModule) -> None:

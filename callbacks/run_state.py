@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -58,19 +58,46 @@ class RNGStateCallback(Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+        """Keep the stored RNG states for ``on_train_start``, after checking that each has the
+        structure, dtypes and sizes of this process's own (``CheckpointError`` otherwise)."""
+        from vhp_lightning.io.checkpoint import CheckpointError
+        from vhp_lightning.io.trusted_state import FIX, UntrustedStateError, check_like
+
+        own = self.state_dict()
+        own.pop("cuda", None)
+        stored = dict(state_dict) if isinstance(state_dict, dict) else state_dict
+        try:
+            cuda = stored.pop("cuda", None) if isinstance(stored, dict) else None
+            check_like(stored, own, "the RNG state")
+            if cuda is not None and not (
+                isinstance(cuda, list) and all(torch.is_tensor(t) for t in cuda)
+            ):
+                raise UntrustedStateError("the RNG state['cuda'] must be a list of tensors")
+            if stored["numpy"][0] != own["numpy"][0] or stored["numpy"][2] > 624:
+                raise UntrustedStateError("the RNG state['numpy'] is not an MT19937 state")
+        except UntrustedStateError as err:
+            raise CheckpointError(f"{err}. {FIX}") from None
+        self._pending = {**stored, **({"cuda": cuda} if cuda is not None else {})}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
         state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        from vhp_lightning.io.checkpoint import CheckpointError
+
+        try:
+            torch.set_rng_state(state["torch"])
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            version, internal, gauss = state["python"]
+            random.setstate((version, tuple(internal), gauss))
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise CheckpointError(
+                f"the checkpoint's RNG state cannot be restored ({type(err).__name__}: {err}). "
+                "Use a checkpoint written by this run, or start fresh with ckpt_path=null."
+            ) from None
 
 
 class SaveOnInterrupt(Callback):
@@ -151,25 +178,40 @@ class _AppendingWriter(ExperimentWriter):
         pass
 
     def _start(self) -> None:
-        """Cut an existing file to its first ``keep`` rows (the history up to the checkpoint)."""
+        """Cut an existing file to its first ``keep`` rows (the history up to the checkpoint). No
+        row is lost: rows that no checkpoint accounts for (all of them for a fresh run, those
+        written after the checkpoint for a resume) move to ``metrics.superseded-<time>.csv``
+        beside it first."""
         self._started = True
         path = self.metrics_file_path
         if not os.path.isfile(path):
             return
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            header, rows = list(reader.fieldnames or []), list(reader)[: self.keep]
+            header, rows = list(reader.fieldnames or []), list(reader)
         if self.keep is None and rows:  # append to the whole history
             self.metrics_keys, self.rows = header, len(rows)
             return
-        if not rows:
+        kept, cut = rows[: self.keep], rows[len(rows[: self.keep]) :]
+        if cut:
+            aside = _aside_path(path)
+            with atomic_open(aside, newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(cut)
+            rank_zero_warn(
+                f"{path}: {len(cut)} row(s) that no checkpoint of this run accounts for "
+                f"({'a fresh run' if not kept else 'written after the checkpoint'}) moved to "
+                f"{aside}; this run's rows follow the first {len(kept)}."
+            )
+        if not kept:
             os.remove(path)
             return
         with atomic_open(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header)
             writer.writeheader()
-            writer.writerows(rows)
-        self.metrics_keys, self.rows = header, len(rows)
+            writer.writerows(kept)
+        self.metrics_keys, self.rows = header, len(kept)
 
     def save(self) -> None:
         if not self._started:
@@ -212,7 +254,10 @@ class AppendingCSVLogger(CSVLogger):
 
 class LogHistory(Callback):
     """Stores, in each checkpoint, how many rows each ``AppendingCSVLogger`` file holds, and on
-    resume tells the logger of the same file to keep that many (``AppendingCSVLogger``)."""
+    resume tells the logger of the same file to keep that many (``AppendingCSVLogger``).
+
+    A file is named by its place in the run dir (``csv/metrics.csv``), so a run dir that was
+    copied or moved resumes with its history."""
 
     def __init__(self) -> None:
         self._loggers: list[AppendingCSVLogger] = []
@@ -226,12 +271,41 @@ class LogHistory(Callback):
     def state_dict(self) -> dict[str, Any]:
         if not _is_rank_zero():  # only rank 0 writes the log (and the checkpoint)
             return {}
-        return {lg.metrics_file: lg.rows_written() for lg in self._loggers}
+        return {_run_dir_name(lg): lg.rows_written() for lg in self._loggers}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        from vhp_lightning.io.checkpoint import CheckpointError
+        from vhp_lightning.io.trusted_state import FIX, UntrustedStateError, check_count
+
+        try:
+            if not isinstance(state_dict, dict):
+                raise UntrustedStateError("the LogHistory state must be a dict")
+            counts = {str(k): check_count(v, f"rows of {k}") for k, v in state_dict.items()}
+        except UntrustedStateError as err:
+            raise CheckpointError(f"{err}. {FIX}") from None
         for lg in self._loggers:
             if _is_rank_zero():
-                lg.keep_rows(int(state_dict.get(lg.metrics_file, 0)))
+                lg.keep_rows(counts.get(_run_dir_name(lg), 0))
+
+
+def _run_dir_name(logger: AppendingCSVLogger) -> str:
+    """The logger's file relative to its run dir, e.g. ``csv/metrics.csv``."""
+    parts = [str(p) for p in (logger.name, logger.version) if p not in (None, "")]
+    return "/".join([*parts, _AppendingWriter.NAME_METRICS_FILE])
+
+
+def _aside_path(path: str) -> Path:
+    """``metrics.superseded-<YYYYmmdd-HHMMSS>[-n].csv`` beside ``path``, a name not yet taken."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(path)
+    candidate = base.with_name(f"{base.stem}.superseded-{stamp}.csv")
+    n = 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.stem}.superseded-{stamp}-{n}.csv")
+        n += 1
+    return candidate
 
 
 def _is_rank_zero() -> bool:

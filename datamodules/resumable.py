@@ -63,7 +63,7 @@ def _make_resumable(make: Any, datamodule: pl.LightningDataModule, seed: int) ->
         sampler = StatefulRandomSampler(dl.dataset, generator=generator)
     with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital
         warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
-        return StatefulDataLoader(
+        return CheckedStatefulDataLoader(
             dl.dataset,
             batch_size=dl.batch_size,
             sampler=sampler,
@@ -75,3 +75,41 @@ def _make_resumable(make: Any, datamodule: pl.LightningDataModule, seed: int) ->
             worker_init_fn=dl.worker_init_fn,
             persistent_workers=dl.persistent_workers,
         )
+
+
+class CheckedStatefulDataLoader(StatefulDataLoader):
+    """``StatefulDataLoader`` whose ``load_state_dict`` first checks a stored state against the
+    one this loader produces itself: the same keys, types, tensor dtypes and shapes (the
+    sampler's generator state), counts >= 0 and no more batches or samples than an epoch has.
+    A checkpoint's loader state that fails is refused with ``CheckpointError`` instead of
+    torchdata's raw errors, and a state it cannot replay is never half-applied."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        from vhp_lightning.io.checkpoint import CheckpointError
+        from vhp_lightning.io.trusted_state import FIX, UntrustedStateError, check_like
+
+        try:
+            check_like(state_dict, self.state_dict(), "the train loader's state")
+            limit = max(len(self.dataset), len(self))  # type: ignore[arg-type]
+            for key, value in _counts(state_dict):
+                if value > limit:
+                    raise UntrustedStateError(
+                        f"the train loader's state {key} = {value} exceeds one epoch ({limit})"
+                    )
+            super().load_state_dict(state_dict)
+        except UntrustedStateError as err:
+            raise CheckpointError(f"{err}. {FIX}") from None
+        except (RuntimeError, ValueError, TypeError, KeyError, AssertionError) as err:
+            raise CheckpointError(
+                f"the checkpoint's train-loader state cannot be restored "
+                f"({type(err).__name__}: {err}). {FIX}"
+            ) from None
+
+
+def _counts(node: Any, where: str = "") -> list[tuple[str, int]]:
+    """Every ``(path, int)`` leaf of a nested state (bools excluded)."""
+    if isinstance(node, dict):
+        return [c for k, v in node.items() for c in _counts(v, f"{where}.{k}" if where else k)]
+    if isinstance(node, (list, tuple)):
+        return [c for i, v in enumerate(node) for c in _counts(v, f"{where}[{i}]")]
+    return [(where, node)] if isinstance(node, int) and not isinstance(node, bool) else []

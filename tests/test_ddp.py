@@ -84,6 +84,7 @@ COMMON = [
     "callbacks=default",
     "~callbacks.progress_bar",
     "~callbacks.save_on_interrupt",
+    "callbacks.model_checkpoint.every_n_train_steps=null",
     "callbacks.model_checkpoint.every_n_epochs=1",
     "test=false",
 ]

@@ -73,6 +73,7 @@ TINY = {
         "trainer.log_every_n_steps=2",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
+        "callbacks.model_checkpoint.every_n_train_steps=null",
         "callbacks.model_checkpoint.every_n_epochs=1",
         "callbacks.pendulum_figures.every_n_steps=1000",
         "callbacks.pendulum_figures.n_prior_samples=50",

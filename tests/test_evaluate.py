@@ -265,6 +265,7 @@ def test_cli_writes_metrics_json_in_the_run_dir(compose_cfg, tmp_path: Path) -> 
 def test_train_logs_test_nll_and_its_checkpoint_evaluates(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(
         "trainer.max_steps=10", "callbacks=default", "trainer.enable_progress_bar=false",
+        "callbacks.model_checkpoint.every_n_train_steps=null",
         "callbacks.model_checkpoint.every_n_epochs=1", "dataset.n_samples=300",
         "dataset.n_val=50", "dataset.n_test=50",
     )  # fmt: skip

@@ -38,6 +38,7 @@ RESUMABLE = [
     "trainer.enable_model_summary=false",
     "callbacks=default",
     "~callbacks.progress_bar",
+    "callbacks.model_checkpoint.every_n_train_steps=null",
     "callbacks.model_checkpoint.every_n_epochs=1",
     "logger=csv",
     "test=false",
@@ -385,3 +386,27 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("every", [1000, 1])
+def test_a_nan_stop_says_truly_what_is_on_disk(run_cli, tmp_path, every) -> None:
+    """The NaN stop names the newest checkpoint and its step, or says that none was written."""
+    run = tmp_path / "run"
+    from tests.conftest import TINY_CLI
+
+    proc = run_cli(
+        *[a for a in TINY_CLI if a != "callbacks=none"], "trainer.max_steps=50",
+        "optim.optimizer.lr=1e12", "~callbacks.progress_bar", "callbacks.figures=null",
+        f"callbacks.model_checkpoint.every_n_train_steps={every}", f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "non-finite loss inf at global step 1 " in proc.stderr + proc.stdout
+    text = proc.stderr + proc.stdout
+    if every == 1000:
+        assert "No checkpoint was written before it" in text
+        assert "the first comes at step 1000" in text
+        assert not (run / "checkpoints").exists() or not list((run / "checkpoints").iterdir())
+    else:
+        last = run / "checkpoints" / "last.ckpt"
+        assert f"The last good state is {last} (step 1): resume with ckpt_path={last}" in text

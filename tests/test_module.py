@@ -3,7 +3,6 @@ phase), step counting, old two-optimiser checkpoints, and NaN handling."""
 
 from __future__ import annotations
 
-import copy
 import functools
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from vhp_lightning.datamodules.pendulum import PendulumDataModule
 from vhp_lightning.io.checkpoint import (
     AtomicCheckpointIO,
     load_checkpoint,
-    merge_optimizer_states,
 )
 from vhp_lightning.models.vhp import VHP
 from vhp_lightning.module import NonFiniteLossError, VHPModule
@@ -136,57 +134,6 @@ def test_one_optimiser_with_frozen_prior_group_equals_two_optimisers_bitwise() -
     _one_adam(b, batches, switch=3)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
-
-
-def test_merged_two_optimiser_state_continues_bitwise() -> None:
-    """A checkpoint of the old two-optimiser module resumes into the one-optimiser module."""
-    torch.manual_seed(0)
-    a = tiny_vhp()
-    b = tiny_vhp()
-    b.load_state_dict(a.state_dict())
-    x = [torch.rand(8, 256) for _ in range(4)]
-    opts = [
-        torch.optim.Adam(list(a.vae_parameters()), lr=1e-3, foreach=True),
-        torch.optim.Adam(list(a.prior_parameters()), lr=1e-3, foreach=True),
-    ]
-    for xi in x[:2]:  # the old module's first two steps, both optimisers stepped
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        a.loss(xi, beta=0.5)["loss"].backward()
-        for opt in opts:
-            opt.step()
-    # A deep copy, as from a checkpoint file: load_state_dict keeps the tensors it is given.
-    merged = copy.deepcopy(merge_optimizer_states([opt.state_dict() for opt in opts]))
-    b.load_state_dict(a.state_dict())
-    groups = [{"params": list(b.vae_parameters())}, {"params": list(b.prior_parameters())}]
-    one = torch.optim.Adam(groups, lr=1e-3, foreach=True)
-    one.load_state_dict(merged)
-    for i, xi in enumerate(x[2:]):
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        torch.manual_seed(i)  # the same reparameterisation noise for both
-        a.loss(xi, beta=0.5)["loss"].backward()
-        for opt in opts:
-            opt.step()
-        one.zero_grad(set_to_none=True)
-        torch.manual_seed(i)
-        b.loss(xi, beta=0.5)["loss"].backward()
-        one.step()
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(pa, pb), name
-
-
-def test_old_two_optimiser_checkpoint_is_merged_on_load() -> None:
-    module = VHPModule(tiny_vhp(), optimizer=_adam())
-    sd = [{"state": {0: {"step": 1}}, "param_groups": [{"lr": 1.0, "params": [0, 1]}]}] * 2
-    ckpt = {"optimizer_states": list(sd)}
-    module.on_load_checkpoint(ckpt)
-    assert ckpt["optimizer_states"] == [
-        {
-            "state": {0: {"step": 1}, 2: {"step": 1}},
-            "param_groups": [{"lr": 1.0, "params": [0, 1]}, {"lr": 1.0, "params": [2, 3]}],
-        }
-    ]
 
 
 class _NaNAfter(torch.nn.Module):

@@ -81,7 +81,12 @@ def test_checkpoint_with_old_package_names_loads_and_evaluates(compose_cfg, tmp_
 
 def test_checkpoint_with_old_package_names_resumes(compose_cfg, tmp_path) -> None:
     run = tmp_path / "run"
-    steps = ["callbacks.model_checkpoint.every_n_epochs=1", "~callbacks.progress_bar", "test=false"]
+    steps = [
+        "callbacks.model_checkpoint.every_n_train_steps=null",
+        "callbacks.model_checkpoint.every_n_epochs=1",
+        "~callbacks.progress_bar",
+        "test=false",
+    ]
     train(compose_cfg("callbacks=default", *steps, "trainer.max_steps=3", run_dir=run))
     last = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)

@@ -33,6 +33,7 @@ from vhp_lightning.train import (
 RUN = [
     "callbacks=default",
     "~callbacks.progress_bar",
+    "callbacks.model_checkpoint.every_n_train_steps=null",
     "callbacks.model_checkpoint.every_n_epochs=1",
     "trainer.log_every_n_steps=1",
     "test=false",
@@ -220,6 +221,7 @@ def test_resume_may_change_run_length_and_outputs(compose_cfg, tmp_path) -> None
             "logger=many",
             "nll_samples=3",
             "trainer.log_every_n_steps=2",
+            "callbacks.model_checkpoint.every_n_train_steps=null",
             "callbacks.model_checkpoint.every_n_epochs=5",
             run_dir=run,
         )
@@ -319,23 +321,102 @@ def _old_format(ckpt: dict) -> dict:
     return ckpt
 
 
-def test_a_checkpoint_of_the_old_format_resumes_with_a_warning(compose_cfg, tmp_path, caplog):
-    """Optimiser state, weights and step come back exactly; the old loader state, which
-    torchdata's loader would refuse with an AssertionError, is dropped with a warning."""
+@pytest.mark.parametrize("version", ["before", 2])
+def test_a_checkpoint_of_another_format_is_refused_before_training(
+    compose_cfg, tmp_path, version
+) -> None:
+    """A resume reads only this version's layout (``vhp_format``): an older one (two optimisers,
+    the old loader state) or a newer one is refused, naming the format; the run dir is left as
+    it was, and the weights still load for evaluation."""
+    from vhp_lightning.api import load
+
     run = tmp_path / "run"
     train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=run))
     last = run / "checkpoints" / "last.ckpt"
-    new = load_checkpoint(last)
-    torch.save(_old_format(load_checkpoint(last)), last)
-    with caplog.at_level("WARNING"):
+    ckpt = load_checkpoint(last)
+    assert ckpt["vhp_format"] == 1
+    if version == "before":
+        ckpt = _old_format(ckpt)
+        del ckpt["vhp_format"]
+    else:
+        ckpt["vhp_format"] = version
+    torch.save(ckpt, last)
+    before = last.read_bytes()
+    want = "written before 2026-12-02" if version == "before" else "vhp_format 2"
+    with pytest.raises(CheckpointError, match=f"another format \\({want}.*resumes only format 1"):
         train(compose_cfg(*RUN, f"trainer.max_steps={N + 2}", "resume=true", run_dir=run))
-    assert "train-loader state is of the format written before 2026-12-02" in caplog.text
-    resumed = load_checkpoint(last)
-    assert resumed["global_step"] == N + 2
-    (opt,) = resumed["optimizer_states"]
-    (before,) = new["optimizer_states"]
-    assert [g["params"] for g in opt["param_groups"]] == [
-        g["params"] for g in before["param_groups"]
-    ]
-    # Adam's step count continued from the merged state: N steps before, 2 after.
-    assert int(opt["state"][0]["step"]) == int(before["state"][0]["step"]) + 2
+    assert last.read_bytes() == before
+    assert load(last).model is not None
+
+
+def test_a_killed_run_resumes_from_its_step_checkpoint_and_loses_no_row(tmp_path) -> None:
+    """``kill -9`` of a real training process (an OOM kill, a lost node): the step-cadence
+    checkpoint is on disk; ``resume=true`` continues from it, keeps the rows up to it and moves
+    the rows written after it to ``metrics.superseded-*.csv`` (nothing deleted)."""
+    from tests.conftest import TINY_CLI
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "vhp_lightning.train", *TINY_CLI, "trainer.max_steps=100000",
+        "callbacks=default", "~callbacks.progress_bar", "callbacks.figures=null",
+        "callbacks.model_checkpoint.every_n_train_steps=20", "trainer.log_every_n_steps=1",
+        "test=false", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    last = run / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (
+            last.is_file() and load_checkpoint(last)["global_step"] >= 40
+        ):
+            time.sleep(0.5)
+        time.sleep(1.0)  # a few steps past the checkpoint
+    finally:
+        proc.kill()  # SIGKILL: no handler runs
+        proc.wait()
+    step = load_checkpoint(last)["global_step"]
+    assert step >= 40 and step % 20 == 0
+    rows_before = _rows(run)
+    steps_before = {int(r["step"]) for r in rows_before if r.get("rewo/beta")}
+    assert steps_before and max(steps_before) >= step - 1
+    env_args = [a for a in cmd[3:] if not a.startswith("trainer.max_steps")]
+    resumed = subprocess.run(
+        [*cmd[:3], *env_args, f"trainer.max_steps={step + 10}", "resume=true"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    beta_steps = [int(r["step"]) for r in _rows(run) if r.get("rewo/beta")]
+    assert beta_steps == list(range(step + 10))  # each step once
+    aside = list((run / "csv").glob("metrics.superseded-*.csv"))
+    if max(steps_before) >= step:  # rows past the checkpoint were written before the kill
+        assert len(aside) == 1
+        with open(aside[0], newline="") as f:
+            moved = {int(r["step"]) for r in csv.DictReader(f) if r.get("rewo/beta")}
+        assert moved == {s for s in steps_before if s >= step}
+
+
+def test_resume_true_without_a_checkpoint_keeps_the_old_history(compose_cfg, tmp_path) -> None:
+    """The re-queue command (``resume=true``) in a run dir whose run died before its first
+    checkpoint starts fresh and moves the old metrics.csv aside instead of cutting it."""
+    run = tmp_path / "run"
+    train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=run))
+    old = (run / "csv" / "metrics.csv").read_text()
+    shutil.rmtree(run / "checkpoints")
+    train(compose_cfg(*RUN, f"trainer.max_steps={N}", "resume=true", run_dir=run))
+    (aside,) = (run / "csv").glob("metrics.superseded-*.csv")
+    assert aside.read_text() == old
+    assert [int(r["step"]) for r in _rows(run) if r.get("rewo/beta")] == list(range(N))
+
+
+def test_a_moved_run_dir_resumes_with_its_history(compose_cfg, tmp_path) -> None:
+    """``mv``/``cp -r`` of a run dir, then resume: the rows before the checkpoint stay (the stored
+    row count names the file by its place in the run dir, not by its absolute path)."""
+    first, moved = tmp_path / "first", tmp_path / "elsewhere" / "moved"
+    train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=first))
+    moved.parent.mkdir()
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    train(compose_cfg(*RUN, f"trainer.max_steps={2 * N}", "resume=true", run_dir=moved))
+    assert [int(r["step"]) for r in _rows(moved) if r.get("rewo/beta")] == list(range(2 * N))

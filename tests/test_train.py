@@ -21,6 +21,7 @@ def test_default_run_writes_checkpoint_and_csv(compose_cfg, tmp_path: Path) -> N
     cfg = compose_cfg(
         "callbacks=default",
         "~callbacks.progress_bar",
+        "callbacks.model_checkpoint.every_n_train_steps=null",
         "callbacks.model_checkpoint.every_n_epochs=1",
     )
     metrics = train(cfg)
@@ -45,6 +46,7 @@ def _run_to(compose_cfg, run_dir: Path, steps: int, *extra: str) -> dict:
     cfg = compose_cfg(
         "callbacks=default",
         "~callbacks.progress_bar",
+        "callbacks.model_checkpoint.every_n_train_steps=null",
         "callbacks.model_checkpoint.every_n_epochs=1",
         "trainer.check_val_every_n_epoch=1",
         "test=false",

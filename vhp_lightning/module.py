@@ -23,7 +23,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
-from vhp_lightning.io.checkpoint import drop_old_loader_state, merge_optimizer_states
+from vhp_lightning.io.checkpoint import CHECKPOINT_FORMAT
 from vhp_lightning.models.base import LatentVariableModel
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
@@ -145,8 +145,8 @@ class VHPModule(pl.LightningModule):
                 f"non-finite loss {loss.item()} at global step {self.global_step} "
                 f"(nll={parts['nll'].item():.4g}, kl={parts['kl'].item():.4g}, "
                 f"beta={self.beta:.3g})."
-                " Training stopped before the bad update; the last checkpoint on disk is the last "
-                "good state. Lower optim.optimizer.lr or check the data."
+                " Training stopped before the bad update. Lower optim.optimizer.lr or check the "
+                "data."
             )
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
@@ -291,24 +291,11 @@ class VHPModule(pl.LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vhp_format"] = CHECKPOINT_FORMAT
         checkpoint["vhp_config"] = self.config
         checkpoint["vhp_beta"] = {"beta": self.beta, "train_prior": self.train_prior}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Checkpoints written before 2026-12-02 hold two optimisers (theta/phi, Theta/Phi): the
-        # same state as the two parameter groups of today's one optimiser.
-        states = checkpoint.get("optimizer_states")
-        if isinstance(states, list) and len(states) == 2:
-            checkpoint["optimizer_states"] = [merge_optimizer_states(states)]
-        if drop_old_loader_state(checkpoint):
-            log.warning(
-                "This checkpoint's train-loader state is of the format written before 2026-12-02, "
-                "which today's loader (torchdata's StatefulDataLoader) cannot replay: training "
-                "resumes at step %s with a freshly shuffled epoch, so the result is not bitwise "
-                "equal to an uninterrupted run of that version. Weights, optimiser, beta-scheme "
-                "and step count are restored exactly.",
-                checkpoint.get("global_step", "?"),
-            )
         state = checkpoint.get("vhp_beta")
         if state:
             self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])

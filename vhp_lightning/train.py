@@ -90,6 +90,7 @@ def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
     from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory
     from vhp_lightning.datamodules.resumable import resumable_train_loader
     from vhp_lightning.io.checkpoint import AtomicCheckpointIO, check_compatible, load_checkpoint
+    from vhp_lightning.io.trusted_state import check_optimizer_state, trusted_resume_state
     from vhp_lightning.module import VHPModule
 
     _redact_saved_config()
@@ -113,6 +114,8 @@ def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
     )
     if ckpt is not None:
         check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
+        trusted_resume_state(ckpt, path=str(ckpt_path))
+        check_optimizer_state(ckpt, module.configure_optimizers(), path=str(ckpt_path))
         del ckpt
     loggers = instantiate_group(OmegaConf.create(config.get("logger") or {}))  # no secrets
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -124,7 +127,7 @@ def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
         cfg.trainer,
         callbacks=[*callbacks, scheme],
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(root=checkpoint_dir(cfg) if run_dir is not None else None)],
     )
     for lg in loggers:
         lg.log_hyperparams(config)
@@ -498,6 +501,25 @@ def _missing_plugin(args: list[str]) -> str | None:
     return None
 
 
+def _last_good_state(cfg: DictConfig) -> str:
+    """What is on disk after a stop: the newest checkpoint (and its step), or that there is none."""
+    folder = checkpoint_dir(cfg)
+    last = _newest_last(folder) if folder.is_dir() else None
+    if last is None:
+        every = ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get(
+            "every_n_train_steps"
+        )
+        return (
+            f"No checkpoint was written before it ({folder} holds none"
+            + (f"; the first comes at step {every}" if every else "")
+            + "): nothing to resume, start again after the fix."
+        )
+    from vhp_lightning.io.checkpoint import load_checkpoint
+
+    step = load_checkpoint(last).get("global_step", "?")
+    return f"The last good state is {last} (step {step}): resume with ckpt_path={last}."
+
+
 def main() -> Any:
     """``vhp-train`` / ``python -m vhp_lightning.train``: checks that a chosen sweep plugin is
     installed, then runs the Hydra entry point ``hydra_main``."""
@@ -516,7 +538,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     evaluation with a message that the checkpoint is complete and how to evaluate it."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from vhp_lightning.module import EvaluationInterrupted
+    from vhp_lightning.module import EvaluationInterrupted, NonFiniteLossError
 
     sys.argv[1:] = [redact_override(a) for a in sys.argv[1:]]  # W&B records the command line
     _check_wandb(cfg)
@@ -526,6 +548,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except EvaluationInterrupted as stop:
         log.error(_evaluation_stopped(cfg, stop))
         sys.exit(128 + stop.signum)
+    except NonFiniteLossError as err:
+        log.error(f"{err} {_last_good_state(cfg)}")
+        sys.exit(1)
     except SIGTERMException as stop:  # SIGTERM, or a first Ctrl-C during fit (SaveOnInterrupt)
         signum = getattr(stop, "signum", signal.SIGTERM)
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"

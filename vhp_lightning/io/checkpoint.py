@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pickle
 import zipfile
@@ -16,6 +17,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from vhp_lightning.io.files import atomic_open
 from vhp_lightning.io.instantiate import current_targets
 
+log = logging.getLogger(__name__)
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, unsafe, unwritable or from another model."""
@@ -27,13 +30,51 @@ def _write(checkpoint: dict[str, Any], f: Any) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file in the same folder, then renames it into place.
+    """The trainer's checkpoint I/O: atomic writes, trusted loads, deletions only of its own files.
 
-    A crash, Ctrl-C or failed write during the write leaves the previous checkpoint intact and no
-    half-written file behind. A write that fails (a full disk: ``OSError`` ENOSPC/EDQUOT from
-    Python, or torch's ``RuntimeError`` "... file write failed" / "No space left on device";
-    a read-only or vanished folder) is reported as one ``CheckpointError`` naming the file.
+    * A checkpoint goes to a temporary file in the same folder, then is renamed into place. A
+      crash, Ctrl-C or failed write leaves the previous checkpoint intact and no half-written
+      file behind. A write that fails (a full disk: ``OSError`` ENOSPC/EDQUOT from Python, or
+      torch's ``RuntimeError`` "... file write failed" / "unexpected pos" / "No space left on
+      device"; a read-only or vanished folder) is reported as one ``CheckpointError`` naming
+      the file.
+    * A file Lightning loads (to resume) is read with ``load_checkpoint`` (no code runs) and cut
+      to the state a resume may use (``trusted_resume_state``).
+    * ``remove_checkpoint`` deletes only a regular ``*.ckpt`` file directly inside ``root`` (the
+      run's checkpoint folder); any other path (a folder, a file elsewhere, a URL) is refused
+      with a warning and left alone. With ``root=None`` any regular ``*.ckpt`` file may go.
     """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        self.root = None if root is None else Path(root).resolve()
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        from vhp_lightning.io.trusted_state import trusted_resume_state
+
+        return trusted_resume_state(load_checkpoint(path), path=str(path))
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        target = Path(str(path))
+        resolved = target.resolve() if "://" not in str(path) else None
+        ok = (
+            resolved is not None
+            and resolved.suffix == ".ckpt"
+            and target.is_file()
+            and not target.is_symlink()
+            and (self.root is None or resolved.parent == self.root)
+        )
+        if not ok:
+            log.warning(
+                "Not deleting %s: only this run's own checkpoint files (*.ckpt in %s) are ever "
+                "deleted.",
+                path,
+                self.root or "the checkpoint folder",
+            )
+            return
+        target.unlink()
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
@@ -51,7 +92,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 # How torch's stream writer reports a full disk (its RuntimeError, not the OS's OSError).
-_FULL_DISK = ("no space left on device", "disk quota exceeded", "file write failed")
+_FULL_DISK = (
+    "no space left on device",
+    "disk quota exceeded",
+    "file write failed",
+    "unexpected pos",  # torch's zip writer when the device is full mid-file
+)
 
 
 def _is_write_failure(err: BaseException) -> bool:
@@ -106,44 +152,40 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ckpt
 
 
-def merge_optimizer_states(states: list[dict[str, Any]]) -> dict[str, Any]:
-    """One optimiser ``state_dict`` whose parameter groups are those of ``states`` in order.
-
-    The state of optimisers over disjoint parameter lists ``[A], [B]`` becomes the state of one
-    optimiser over the parameter groups ``[A, B]``: group and per-parameter entries are kept,
-    the parameter indices of each later optimiser are shifted past the earlier ones'. Loading
-    it into ``Opt([{"params": A}, {"params": B}])`` continues exactly as the separate ones would.
-    """
-    merged: dict[str, Any] = {"state": {}, "param_groups": []}
-    offset = 0
-    for sd in states:
-        ids = [i for group in sd["param_groups"] for i in group["params"]]
-        shift = {i: offset + k for k, i in enumerate(ids)}
-        merged["state"].update({shift[i]: v for i, v in sd["state"].items()})
-        merged["param_groups"] += [
-            {**g, "params": [shift[i] for i in g["params"]]} for g in sd["param_groups"]
-        ]
-        offset += len(ids)
-    return merged
+# The layout of the checkpoints this version writes (``vhp_format``; docs/reliability.md): one
+# optimiser with a theta/phi and a Theta/Phi parameter group, torchdata's loader state, the
+# beta-scheme's state under its class name. Checkpoints of this layout written before the key
+# existed (2026-12-02 to 2026-12-06) read as format 1.
+CHECKPOINT_FORMAT = 1
 
 
-# The train loader's state as our own loader wrote it before torchdata's StatefulDataLoader.
-_OLD_LOADER_KEYS = {"epoch_start", "now", "yielded"}
-
-
-def drop_old_loader_state(checkpoint: dict[str, Any]) -> bool:
-    """Remove a train-loader state of the pre-torchdata format from a Lightning checkpoint (the
-    ``combined_loader`` entry of the fit loop), which ``StatefulDataLoader`` would refuse with an
-    ``AssertionError``; Lightning then starts the loader's epoch afresh. True if one was removed.
-    """
-    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
-    states = (loop.get("state_dict") or {}).get("combined_loader")
-    old = isinstance(states, list) and any(
-        isinstance(s, dict) and s.keys() >= _OLD_LOADER_KEYS for s in states
+def check_format(ckpt: Mapping[str, Any], path: str = "checkpoint") -> None:
+    """Refuse to resume a checkpoint of another layout (``CheckpointError``). Weights of an older
+    checkpoint still load for evaluation (``vhp_lightning.load``); only a resume needs this."""
+    version = ckpt.get("vhp_format", CHECKPOINT_FORMAT)
+    states = ckpt.get("optimizer_states")
+    loop = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}
+    loaders = loop.get("combined_loader")
+    old_loader = isinstance(loaders, list) and any(
+        isinstance(s, Mapping) and {"epoch_start", "now", "yielded"} <= set(s) for s in loaders
     )
-    if old:
-        del loop["state_dict"]["combined_loader"]
-    return old
+    if (
+        version == CHECKPOINT_FORMAT
+        and not old_loader
+        and not (isinstance(states, list) and len(states) == 2)
+    ):
+        return
+    raise CheckpointError(
+        f"{path} is a checkpoint of another format ("
+        + (
+            f"vhp_format {version!r}"
+            if version != CHECKPOINT_FORMAT
+            else "written before 2026-12-02: two optimisers and the old train-loader state"
+        )
+        + f"); this version resumes only format {CHECKPOINT_FORMAT}. Its weights still load "
+        "for evaluation (vhp_lightning.load, vhp_lightning.evaluate); to continue training it, "
+        "resume with the vhp-lightning version that wrote it, or start a new run."
+    )
 
 
 # Config keys a resumed run may change: run length, evaluation cadence, where the data and outputs

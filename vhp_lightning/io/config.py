@@ -72,6 +72,23 @@ def validate(cfg: DictConfig) -> None:
 
         check_run_config(cfg)  # types and ranges of the keys set by hand most often
         check_nets(cfg)
+        check_checkpoint_cadence(cfg)
+
+
+def check_checkpoint_cadence(cfg: DictConfig) -> None:
+    """Lightning's ``ModelCheckpoint`` takes one cadence; the shipped one is every 1 000 steps, so
+    a user's ``callbacks.model_checkpoint.every_n_epochs=5`` alone would fail inside Lightning."""
+    ckpt = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    if not isinstance(ckpt, DictConfig):
+        return
+    keys = ("every_n_train_steps", "every_n_epochs", "train_time_interval")
+    given = [k for k in keys if ckpt.get(k) not in (None, 0)]
+    if len(given) > 1:
+        unset = " ".join(f"callbacks.model_checkpoint.{k}=null" for k in given if k != given[-1])
+        raise ValueError(
+            f"callbacks.model_checkpoint sets {' and '.join(given)}: Lightning saves on one "
+            f"cadence. Keep one, e.g. add {unset}."
+        )
 
 
 def check_nets(cfg: DictConfig) -> None:
