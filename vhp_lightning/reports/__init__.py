@@ -1,27 +1,133 @@
 """Collectors over sweeps: read run dirs and ``results/*.csv``, write ``results/*.md``.
 
 The pieces every collector shares live here: finding run dirs, reading a run's overrides and its
-beta-scheme trace, and appending result rows to a CSV without ever overwriting one.
+beta-scheme trace, checking a results CSV before it is used, and appending result rows to a CSV
+without ever overwriting one.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import yaml
 
 from vhp_lightning.io.files import atomic_open
 
+CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")  # git's merge-conflict lines
+
+
+class ResultsFileError(ValueError):
+    """A results CSV that does not parse as the report writes it; refused before any write."""
+
+
+class ReportWriteError(OSError):
+    """A report file that could not be written (full disk, read-only folder); names the file."""
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header line, as dicts of strings."""
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_results(path: Path, columns: Sequence[str], key: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a results CSV that ``append_rows`` wrote with ``columns``, checked first.
+
+    Refused with a ``ResultsFileError`` naming the file, the line and the fix: an empty file, a
+    merge-conflict marker, a separator other than ``,``, a first line that is not a header of
+    known columns in ``columns``' order holding every ``key`` column (a file written before
+    later columns were added lacks them: accepted), a row whose field count differs from the
+    header's. The file itself is only read.
+    """
+
+    def refuse(line: int, problem: str, fix: str) -> ResultsFileError:
+        return ResultsFileError(
+            f"{path}, line {line}: {problem}. Nothing was written; {fix}, or, for a committed "
+            f"file, restore it with `git checkout -- {path}`"
+        )
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise refuse(line, "not UTF-8 text", "save it as UTF-8") from e
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
+        if line.startswith(CONFLICT_MARKERS):
+            raise refuse(
+                n,
+                f"a merge-conflict marker `{line[:7]}`",
+                "resolve the conflict (keep the rows of one side, delete the marker lines)",
+            )
+    if not text.strip():
+        raise refuse(1, "the file is empty (no header line)", "delete it")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    expected = ",".join(columns)
+    try:
+        header = next(reader)
+        if len(header) == 1 and ";" in header[0]:
+            raise refuse(1, "';' separates the fields", "write it back with ',' separators")
+        unknown = [name for name in header if name not in columns]
+        if not header or header[0] in unknown:
+            raise refuse(
+                1,
+                f"not a header (expected the column names `{expected}`)",
+                "put the header line back as the first line",
+            )
+        if unknown:
+            raise refuse(1, f"unknown column(s) {', '.join(unknown)}", f"use `{expected}`")
+        order = [columns.index(name) for name in header]
+        if order != sorted(set(order)):
+            raise refuse(1, "columns repeated or out of order", f"use `{expected}`")
+        if missing := [name for name in key if name not in header]:
+            raise refuse(1, f"no key column(s) {', '.join(missing)}", f"use `{expected}`")
+        rows = []
+        for fields in reader:
+            if not fields:  # a blank line
+                continue
+            if len(fields) != len(header):
+                line = lines[reader.line_num - 1] if reader.line_num <= len(lines) else ""
+                semicolon = " (';' separators?)" if ";" in line else ""
+                raise refuse(
+                    reader.line_num,
+                    f"{len(fields)} field(s){semicolon}, the header has {len(header)}",
+                    "repair or delete that line (`git diff` shows what changed)",
+                )
+            row = dict.fromkeys(columns, "")  # a column the file predates: empty
+            row.update(zip(header, fields, strict=True))
+            rows.append(row)
+    except csv.Error as e:
+        raise refuse(reader.line_num, f"not CSV ({e})", "repair that line") from e
+    return rows
+
+
+@contextmanager
+def open_for_writing(path: Path, mode: str = "w", newline: str | None = None) -> Iterator[IO]:
+    """``atomic_open(path)`` whose ``OSError`` (a full disk, a read-only folder) becomes a
+    ``ReportWriteError`` naming ``path``; the old file, if any, stays whole."""
+    try:
+        with atomic_open(path, mode, newline=newline) as f:
+            yield f
+    except ReportWriteError:
+        raise
+    except OSError as e:
+        raise ReportWriteError(
+            f"cannot write {path}: {e.strerror or e}; the old file, if any, is unchanged. Free "
+            "space or choose a writable place with --out/--csv/--figures"
+        ) from e
+
+
+def write_report_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``open_for_writing``)."""
+    with open_for_writing(path) as f:
+        f.write(text)
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
@@ -72,10 +178,11 @@ def append_rows(
 ) -> tuple[int, int]:
     """Append the rows whose ``key`` columns are new to ``csv_path``; returns (added, kept).
 
-    A row already there is never overwritten. Written to a temporary file and renamed: an
-    interrupted write leaves the old CSV whole.
+    A row already there is never overwritten, and a ``csv_path`` that does not parse
+    (``read_results``) is refused before anything is written. Written to a temporary file and
+    renamed: an interrupted write leaves the old CSV whole.
     """
-    existing = read_csv(csv_path) if csv_path.is_file() else []
+    existing = read_results(csv_path, columns, key) if csv_path.is_file() else []
     have = {tuple(str(r.get(k, "")) for k in key) for r in existing}
     new = []
     for r in rows:
@@ -83,7 +190,7 @@ def append_rows(
             have.add(k)
             new.append(r)
     if new:
-        with atomic_open(csv_path, newline="") as f:
+        with open_for_writing(csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
             writer.writeheader()
             writer.writerows([*existing, *new])

@@ -1,16 +1,17 @@
 """Fig. 7 (sec. 4.2, App. C): the smoothness of graph-based interpolations per model, collected
-from the jobs of ``experiment=cmu_interpolation`` into ``results/cmu_interpolation.md``, with
-Fig. 7 drawn and each model's Fig. 5 and 17 panels copied beside it."""
+from the jobs of ``experiment=cmu_interpolation`` into ``<sweep>/report/cmu_interpolation.md``
+(with ``--results``: ``results/cmu_interpolation.md``), with Fig. 7 drawn and each model's Fig. 5
+and 17 panels copied beside it."""
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vhp_lightning.reports import read_csv
+from vhp_lightning.reports import open_for_writing, read_csv
 
 # Sec. 4.2 / App. C: the three models of Fig. 5-7 and 17; the figures copied per model.
 _CMU_MODELS = ("VHP", "VampPrior", "IWAE")  # Fig. 7's order
@@ -72,10 +73,30 @@ def plot_smoothness_per_joint(
     save_figure(plot_smoothness_per_dim(bars, channels, title), path)
 
 
-def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
+def skipped(sweep_dir: Path) -> list[str]:
+    """One line per job under ``sweep_dir`` that gives no Fig. 7 row, saying why."""
+    lines = []
+    for cfg_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        job = cfg_path.parent.parent
+        label = _cmu_label(yaml.safe_load(cfg_path.read_text()) or {})
+        if label is None:
+            lines.append(f"no row from {job}: not a Fig. 7 model ({', '.join(_CMU_MODELS)})")
+        elif not (job / "interpolation" / "interpolation_summary.csv").is_file():
+            lines.append(
+                f"no row from {job}: not finished, no interpolation/interpolation_summary.csv "
+                "(the interpolation analysis writes it after training); let it finish or "
+                "resume it (resume=true in its run dir)"
+            )
+    return lines
+
+
+def cmu_interpolation(
+    sweep_dir: Path, figures_dir: Path | None = None, md_dir: Path | None = None
+) -> str:
     """Fig. 7's smoothness (mean over graphs x interpolations, and per joint) of every finished
     job of ``experiment=cmu_interpolation`` under ``sweep_dir``; with ``figures_dir``, Fig. 7 is
-    drawn there and each model's Fig. 5 and 17 panels are copied beside it."""
+    drawn there and each model's Fig. 5 and 17 panels are copied beside it, linked from the
+    Markdown relative to ``md_dir`` (default: the folder of ``figures_dir``)."""
     jobs = []
     for cfg_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
         job = cfg_path.parent.parent
@@ -124,8 +145,8 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
             for fig_name in _CMU_FIGURES:
                 src = job / "interpolation" / fig_name
                 if src.is_file():
-                    figures_dir.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, figures_dir / f"{slug}_{fig_name}")
+                    with open_for_writing(figures_dir / f"{slug}_{fig_name}", "wb") as f:
+                        f.write(src.read_bytes())
                     copied.append(f"{slug}_{fig_name}")
     if per_dim:
         from vhp_lightning.datamodules.cmu_mocap import FEATURE_CHANNELS
@@ -157,7 +178,8 @@ def cmu_interpolation(sweep_dir: Path, figures_dir: Path | None = None) -> str:
             copied.insert(0, "fig7_smoothness.png")
     if copied and figures_dir is not None:
         lines += ["", "## Figures", ""]
+        link = Path(os.path.relpath(figures_dir, md_dir or figures_dir.parent)).as_posix()
         for fig_name in copied:
             what = next((v for k, v in _CMU_FIGURES.items() if fig_name.endswith(k)), "Fig. 7")
-            lines.append(f"- [{fig_name}]({figures_dir.name}/{fig_name}): {what}")
+            lines.append(f"- [{fig_name}]({link}/{fig_name}): {what}")
     return "\n".join(lines) + "\n"

@@ -148,6 +148,28 @@ def run_row(job: Path) -> dict[str, Any] | None:
     }
 
 
+def skipped(paths: list[Path]) -> list[str]:
+    """One line per run dir at or below ``paths`` that gives no Table 1 row, saying why."""
+    lines = []
+    for job in find_runs(paths):
+        setting = overrides(job).get("table1")
+        if setting is None:
+            why = "no `+table1=<setting>` override in .hydra/overrides.yaml (not a Table 1 run)"
+        elif setting not in PAPER:
+            settings = ", ".join(PAPER)
+            why = f"`+table1={setting}` is not a Table 1 setting ({settings})"
+        elif not (job / "figures" / "pendulum_metrics.json").is_file():
+            why = (
+                "not finished: no figures/pendulum_metrics.json (the pendulum figures callback "
+                "writes it when training ends); let it finish or resume it (resume=true in its "
+                "run dir)"
+            )
+        else:
+            continue
+        lines.append(f"no row from {job}: {why}")
+    return lines
+
+
 # --- the table ---------------------------------------------------------------------------------
 def _reading_title(sigma: str) -> str:
     """A section heading for one ``sigma`` reading (``"1"``, ``"learned@1"``, ...)."""

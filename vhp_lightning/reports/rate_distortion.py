@@ -1,8 +1,8 @@
 """NLL vs rate vs distortion across the runs of a sweep (App. D.1, Fig. 19).
 
-python -m vhp_lightning.reports.rate_distortion multirun/<sweep>/<date_time> [--out results]
-    [--last 5]
-# -> results/rate_distortion.png and results/rate_distortion.csv
+python -m vhp_lightning.reports.rate_distortion multirun/<sweep>/<date_time> [--results]
+    [--out DIR] [--last 5]
+# -> <sweep>/report/rate_distortion.png and .csv (with --results: results/rate_distortion.*)
 
 For every job folder of the sweep (one with ``.hydra/``), reads the CSV logger's
 ``metrics.csv`` (``<job>/csv/metrics.csv``): the rate is ``train/kl`` (the KL term, F of eq. 8
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from vhp_lightning.reports import open_for_writing
 
 RATE_KEY = "train/kl"
 DISTORTION_KEY = "train/recon"
@@ -90,9 +92,8 @@ def write_report(rows: list[dict[str, object]], out_dir: str | Path) -> tuple[Pa
     from vhp_lightning.analysis.figures import plot_rate_distortion, save_figure
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "rate_distortion.csv", out / "rate_distortion.png"
-    with csv_path.open("w", newline="") as f:
+    with open_for_writing(csv_path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
@@ -107,13 +108,17 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     matplotlib.use("Agg")  # the figure is written to a file, never shown
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun folder: multirun/<...>/<date_time>")
-    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument(
+        "--results", action="store_true", help="write into results/ (default: <sweep>/report/)"
+    )
+    parser.add_argument("--out", default=None, help="output folder (overrides --results)")
     parser.add_argument("--last", type=int, default=5, help="average the last N logged values")
     args = parser.parse_args(argv)
     if args.last < 1:
         parser.error(f"--last must be >= 1, got {args.last}")
     rows = collect(args.sweep_dir, args.last)
-    paths = write_report(rows, args.out)
+    out = args.out or ("results" if args.results else Path(args.sweep_dir) / "report")
+    paths = write_report(rows, out)
     for r in rows:
         print(
             f"{r['job']:>4}  rate {float(r['rate']):9.3f}  distortion {float(r['distortion']):9.3f}"

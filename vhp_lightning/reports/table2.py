@@ -1,12 +1,13 @@
 """Table 2 (sec. 4.3) filled run by run: NLL of the five models, collected into a CSV.
 
-``python -m vhp_lightning.report table2 <run or sweep dir> ...`` appends one row per finished run
-to ``results/table2.csv`` -- a training run with ``test/nll`` in its CSV log, or the
+``python -m vhp_lightning.report table2 <run or sweep dir> ... [--results]`` appends one row per
+finished run to a CSV (``<first dir>/report/table2.csv``; with ``--results``
+``results/table2.csv``) -- a training run with ``test/nll`` in its CSV log, or the
 ``metrics.json`` of ``vhp_lightning.evaluate`` with an ``nll`` -- and never overwrites a row
-already there (same model, dataset, nets, seed, steps, S, images and source). It then writes
-``results/table2.md`` from *all* rows, with the paper's numbers beside ours, and with
-``--figures`` the validation bound and beta against the step for the runs given. A table can so
-be filled over several sessions.
+already there (same model, dataset, nets, seed, steps, S, images and source); ``skipped`` says
+why a run gives none. It then writes the ``.md`` beside the CSV from *all* rows, with the paper's
+numbers beside ours, and with ``--figures`` the validation bound and beta against the step for
+the runs given. A table can so be filled over several sessions.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from vhp_lightning.io.files import atomic_open
 from vhp_lightning.io.instantiate import current_target
 from vhp_lightning.reports import (
     append_rows,
     find_runs,
     floats,
     mean_std,
+    open_for_writing,
     read_csv,
+    read_results,
     scheme_trace,
     switch_step,
 )
@@ -129,17 +131,53 @@ def _run_facts(job: Path) -> dict[str, Any]:
         "switch_step": "" if switch is None else switch,
         "samples": get("nll_samples", ""),
         "test": test,
+        "tested": bool(get("test", True)),  # test=false: no end-of-run test/nll
     }
 
 
-def train_row(job: Path) -> dict[str, Any] | None:
-    """The CSV row of a training run with ``test/nll`` (None: not a Table 2 run or no NLL)."""
+def _facts_or_why(job: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(_run_facts(job), None)`` for a training run that gives a Table 2 row, else ``(None,
+    why it gives none, with the fix)``."""
     if not (job / ".hydra" / "config.yaml").is_file():
-        return None
+        return None, "no .hydra/config.yaml (not a run dir of vhp_lightning.train)"
     facts = _run_facts(job)
-    row = row_key(facts["model"], facts["scheme"])
-    if row is None or facts["dataset"] not in DATASETS or "test/nll" not in facts["test"]:
+    if row_key(facts["model"], facts["scheme"]) is None:
+        return None, (
+            f"model {facts['model']} with scheme {facts['scheme']} is not a Table 2 row (no "
+            f"`+table2=<row>` override; rows: {', '.join(PAPER)})"
+        )
+    if facts["dataset"] not in DATASETS:
+        return None, f"dataset {facts['dataset']} is not a Table 2 column ({', '.join(DATASETS)})"
+    if "test/nll" in facts["test"]:
+        return facts, None
+    ckpt = job / "checkpoints" / "last.ckpt"
+    measure = (
+        f"measure it with `python -m vhp_lightning.evaluate ckpt_path={ckpt} metrics=[nll] "
+        f"hydra.run.dir={job / 'eval'}`, then rerun this report"
+        if ckpt.is_file()
+        else f"it has no {ckpt} to evaluate: train it again with test=true"
+    )
+    if not facts["tested"]:
+        return None, f"no test/nll: it ran with test=false; {measure}"
+    return None, (
+        "not finished: no test/nll in csv/metrics.csv yet (logged after the last training "
+        f"step); let it finish (or resume it: resume=true in its run dir), or {measure}"
+    )
+
+
+def why_no_row(job: Path) -> str | None:
+    """Why the training run dir ``job`` gives no Table 2 row, with the fix (None: it gives
+    one)."""
+    return _facts_or_why(job)[1]
+
+
+def train_row(job: Path) -> dict[str, Any] | None:
+    """The CSV row of a training run with ``test/nll`` (None: not a Table 2 run or no NLL;
+    ``why_no_row`` says which)."""
+    facts, _ = _facts_or_why(job)
+    if facts is None:
         return None
+    row = row_key(facts["model"], facts["scheme"])
     metrics_csv = max(job.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
     test = facts["test"]
     return {
@@ -183,6 +221,31 @@ def eval_row(path: Path) -> dict[str, Any] | None:
         "source": "evaluate",
         "run": str(path.parent),
     }
+
+
+def skipped(paths: Iterable[Path]) -> list[str]:
+    """One line per run dir or ``metrics.json`` at or below ``paths`` that gives no Table 2
+    row, saying why; a training run whose checkpoint an evaluate row measured is not listed."""
+    paths = list(paths)
+    lines, evaluated, eval_dirs = [], set(), set()
+    for path in paths:
+        for metrics_json in sorted(path.rglob("metrics.json")):
+            eval_dirs.add(metrics_json.parent.resolve())
+            if eval_row(metrics_json) is None:
+                lines.append(
+                    f"no row from {metrics_json}: no `nll` of a Table 2 model and dataset in it "
+                    "(evaluate with metrics=[nll] a checkpoint of a `+table2=<row>` run)"
+                )
+            else:
+                data = json.loads(metrics_json.read_text())
+                ckpt = Path(str(data.get("checkpoint", "")))
+                evaluated.add(ckpt.parent.parent.resolve())
+    for job in find_runs(paths):
+        if job.resolve() in eval_dirs | evaluated:
+            continue
+        if (why := why_no_row(job)) is not None:
+            lines.append(f"no row from {job}: {why}")
+    return lines
 
 
 def collect(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -315,7 +378,7 @@ def run_curves(job: Path) -> list[dict[str, Any]]:
 
 def write_curves(job: Path, path: Path) -> None:
     """Write ``run_curves(job)`` to ``path`` atomically."""
-    with atomic_open(path, newline="") as f:
+    with open_for_writing(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(TRACE_COLUMNS))
         writer.writeheader()
         writer.writerows(run_curves(job))
@@ -344,8 +407,13 @@ def plot_curves(curves: dict[str, Path], path: Path, title: str) -> None:
 def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:
     """Collect ``paths`` into ``csv_path`` and each training run's curves into
     ``<csv_path without .csv>/<group>_<row>.csv`` (never overwritten); with ``figures_dir``,
-    draw one figure per group from every curve file present. Returns the table and notes."""
+    draw one figure per group from every curve file present. Returns the table and notes.
+
+    A ``csv_path`` that does not parse (``read_results``) is refused before anything is written.
+    """
     notes = []
+    if csv_path.is_file():
+        read_results(csv_path, COLUMNS, KEY)
     pairs = collect(paths)
     if paths:
         added, kept = append_rows(csv_path, [row for _, row in pairs], COLUMNS, KEY)
@@ -356,6 +424,7 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             "with test/nll in csv/metrics.csv, or the metrics.json of vhp_lightning.evaluate); "
             "run `python -m vhp_lightning.train -m experiment=table2` first"
         )
+    rows = read_results(csv_path, COLUMNS, KEY)
     curves_dir = csv_path.with_suffix("")
     for job, row in pairs:
         curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
@@ -365,7 +434,7 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
     if figures_dir is not None:
         groups: dict[str, dict[str, Path]] = {}
         titles: dict[str, str] = {}
-        for row in read_csv(csv_path):
+        for row in rows:
             curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
             if row["source"] == "train" and curve_csv.is_file():
                 groups.setdefault(group_slug(row), {})[row["row"]] = curve_csv
@@ -375,4 +444,4 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             curves = {k: curves[k] for k in PAPER if k in curves}
             plot_curves(curves, figures_dir / f"{slug}.png", titles[slug])
             notes.append(f"figure {figures_dir}/{slug}.png")
-    return table(read_csv(csv_path)), notes
+    return table(rows), notes
