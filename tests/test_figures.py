@@ -20,8 +20,10 @@ from vhp_lightning.analysis.figures import (
     plot_beta_trace,
     plot_beta_traces,
     plot_kl_per_dim,
+    plot_latents_by_label,
     plot_posterior_and_prior,
     plot_smoothness_per_dim,
+    plot_snapshot_grid,
     plot_training_curves,
     save_figure,
 )
@@ -240,3 +242,164 @@ def test_report_figures_take_plain_arrays(tmp_path: Path) -> None:
     for k, fig in enumerate(figures):
         assert save_figure(fig, tmp_path / "new" / f"{k}.png").stat().st_size > 0
         assert not plt.fignum_exists(fig.number)  # save_figure closed it
+
+
+# --- readable figures (issue 27, item 5) ---------------------------------------------------------
+def _ring(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    angles = np.random.default_rng(seed).uniform(0, 2 * np.pi, n)
+    return np.c_[np.cos(angles), np.sin(angles)], angles
+
+
+def _panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def _colour_bar_labels(fig) -> list[str]:
+    return [ax.get_ylabel() or ax.get_xlabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def _assert_titles_readable(fig) -> None:
+    """Every title and the suptitle lie inside the figure, and no two titles overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [ax.title for ax in fig.axes if ax.get_title()]
+    texts += [fig._suptitle] if fig._suptitle is not None else []
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    page = fig.bbox
+    for text, box in zip(texts, boxes, strict=True):
+        inside = box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y1 <= page.y1 + 1
+        assert inside, f"title {text.get_text()!r} is cut: {box} outside {page}"
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), "two titles overlap"
+
+
+def test_posterior_std_panel_is_visible_on_white_and_every_panel_names_its_axes() -> None:
+    means, angles = _ring()
+    stds = np.random.default_rng(1).uniform(0.05, 0.3, means.shape)
+    fig = plot_posterior_and_prior(means, stds, angles, means + 0.1)
+    panels = _panels(fig)
+    assert panels[1].collections[0].get_cmap().name == "viridis"  # not white-to-grey on white
+    assert "posterior std (mean over latent dims)" in _colour_bar_labels(fig)
+    assert "joint angle (rad)" in _colour_bar_labels(fig)
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in panels] == [("$z_1$", "$z_2$")] * 3
+    plt.close(fig)
+
+
+def test_long_latent_titles_are_neither_cut_nor_overlapping() -> None:
+    """MNIST-like: a 16-d latent (PCA note), ten classes; the note goes to the suptitle once."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    means = 3 * rng.standard_normal((10, 16))[labels] + rng.standard_normal((500, 16))
+    prior = rng.standard_normal((300, 16))
+    long = "step 20000, beta = 0.0001, a deliberately long run title that goes on and on"
+    figures = [
+        plot_posterior_and_prior(means, np.ones_like(means), labels, prior, long),
+        plot_latents_by_label(means, labels, prior, [str(k) for k in range(10)], long),
+    ]
+    for fig in figures:
+        assert "PCA of the 16-d latent" in fig._suptitle.get_text()
+        assert all(ax.get_xlabel() == "PC 1" and ax.get_ylabel() == "PC 2" for ax in _panels(fig))
+        _assert_titles_readable(fig)
+        plt.close(fig)
+
+
+def test_latents_by_label_names_the_angle_and_shares_one_window() -> None:
+    means, angles = _ring()
+    prior = 3 + 0.1 * np.random.default_rng(2).standard_normal((300, 2))  # far beside the ring
+    fig = plot_latents_by_label(means, angles, prior)
+    assert _colour_bar_labels(fig) == ["angle (rad)"]  # not "label"
+    posterior, samples = _panels(fig)
+    assert posterior.get_xlim() == samples.get_xlim() and posterior.get_ylim() == samples.get_ylim()
+    assert posterior.get_xlim()[1] > 3 and posterior.get_xlim()[0] < -1  # holds ring and blob
+    assert (posterior.get_xlabel(), posterior.get_ylabel()) == ("$z_1$", "$z_2$")
+    plt.close(fig)
+    fig = plot_latents_by_label(means, np.degrees(angles), prior, colour_label="angle (deg)")
+    assert _colour_bar_labels(fig) == ["angle (deg)"]
+    plt.close(fig)
+
+
+def test_snapshot_grid_keeps_a_long_column_title_inside_the_figure() -> None:
+    means, angles = _ring(200)
+    snapshot = {"means": means, "prior": means + 0.05, "angles": angles}
+    columns = {
+        "VHP + REWO": [snapshot] * 2,
+        "VHP + REWO, ELBO in 2nd layer (App. B.4)": [snapshot] * 2,
+    }
+    fig = plot_snapshot_grid([10, 20], columns)
+    _assert_titles_readable(fig)
+    assert "joint angle (rad) of the q(z|x) means" in _colour_bar_labels(fig)
+    panels = _panels(fig)
+    assert panels[-1].get_xlabel() == "$z_1$" and panels[0].get_ylabel().endswith("$z_2$")
+    plt.close(fig)
+
+
+def test_strip_titles_say_what_their_numbers_are() -> None:
+    import torch
+
+    from vhp_lightning.analysis.graph import build_graph
+    from vhp_lightning.analysis.interpolation import _label_change, _strip_figures
+
+    angles = np.array([5.11, 0.0158, 1.0])
+    assert _label_change(angles, None, 0, 1, "angle (rad)") == ", angle 5.11 → 0.02 rad"
+    assert _label_change(np.array([0, 3]), None, 0, 1, "angle (rad)") == ", class 0 → 3"
+    assert _label_change(np.array([0, 1]), ["walk", "run"], 0, 1, "x") == ", walk → run"
+    assert _label_change(None, None, 0, 1, "angle (rad)") == ""
+
+    class Linear:  # decodes a 2-d latent to a 4 x 4 image
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(z @ torch.ones(2, 16, dtype=z.dtype))
+
+    nodes, _ = _ring(200)
+    means, labels = _ring(20, seed=3)
+    first = (nodes, build_graph(nodes, 8), torch.as_tensor(nodes))
+    rng = np.random.default_rng(0)
+    figures = dict(_strip_figures(Linear(), means, labels, None, first, 8, 1, (4, 4), rng))
+    title = figures["strip_0"]._suptitle.get_text().replace("\n", " ")
+    assert title.startswith("path between data points ") and " rad: " in title
+    assert "smoothness factor" in title
+    _assert_titles_readable(figures["strip_0"])
+    for fig in figures.values():
+        plt.close(fig)
+
+
+def _whisker_ends(ax) -> np.ndarray:
+    """Every end point ``(x, y)`` of the error bars of ``ax``."""
+    segments = [s for c in ax.collections for s in c.get_segments()]
+    return np.concatenate(segments)
+
+
+def test_fig7_whiskers_stop_at_zero_and_the_figure_says_what_they_are() -> None:
+    mean = np.array([0.01, 0.05, 0.002] * 10)
+    bars = {"VHP": (mean, 3 * mean), "IWAE": (2 * mean, 0.5 * mean)}  # std above the mean
+    few = plot_smoothness_per_dim(bars)
+    named = plot_smoothness_per_dim(bars, [f"joint{d}.rx" for d in range(30)])
+    for fig, value_axis in ((few, 1), (named, 0)):  # vertical bars: y; horizontal bars: x
+        ax = fig.axes[0]
+        ends = _whisker_ends(ax)[:, value_axis]
+        assert ends.min() >= 0.0 and np.isclose(ends.max(), 4 * mean.max())
+        assert "whisker: ± 1 std, clipped at 0" in fig._supxlabel.get_text()
+        plt.close(fig)
+
+
+def test_fig7_tick_labels_stay_readable_with_50_dimensions() -> None:
+    mean = np.linspace(0.01, 0.1, 50)
+    unnamed = plot_smoothness_per_dim({"": (mean, 0.5 * mean)})
+    unnamed.canvas.draw()
+    ax = unnamed.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticklabels() if t.get_text() and lo <= t.get_position()[0] <= hi]
+    assert len(shown) <= 11
+    plt.close(unnamed)
+
+    channels = [f"bone{d // 3}.r{'xyz'[d % 3]}" for d in range(50)]
+    named = plot_smoothness_per_dim({"VHP": (mean, mean), "IWAE": (mean, mean)}, channels)
+    named.canvas.draw()
+    renderer = named.canvas.get_renderer()
+    labels = named.axes[0].get_yticklabels()  # one horizontal name per row
+    assert [t.get_text() for t in labels] == channels
+    assert all(t.get_rotation() == 0 and t.get_fontsize() >= 8 for t in labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False))
+    _assert_titles_readable(named)
+    plt.close(named)

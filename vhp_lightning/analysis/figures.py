@@ -15,6 +15,7 @@ here selects a backend (the entry points select Agg; a notebook keeps its own).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -22,8 +23,11 @@ from typing import TYPE_CHECKING, Any, cast
 import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
+from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 
 if TYPE_CHECKING:
@@ -52,6 +56,30 @@ def _to_2d(nodes: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], st
     explained = 100 * pca.explained_variance_ratio_.sum()
     note = f" (PCA of the {d}-d latent, {explained:.0f}% of the variance)"
     return [pca.transform(a) for a in (nodes, *others)], note
+
+
+def _latent_axis_labels(ax: plt.Axes, note: str) -> None:
+    """Name a latent panel's axes: z_1, z_2 for a 2-d latent, the principal components when
+    ``_to_2d`` projected it (its ``note``), z_1 alone for a 1-d latent."""
+    pca = note.startswith(" (PCA")
+    ax.set_xlabel("PC 1" if pca else "$z_1$")
+    ax.set_ylabel("PC 2" if pca else "" if note else "$z_2$")
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (a
+    character is about 0.6 em wide), so a long title neither runs into the next panel nor off
+    the figure."""
+    return textwrap.fill(text, max(12, int(72 * width_in / (0.6 * fontsize))))
+
+
+def _set_title(ax: plt.Axes, text: str, fontsize: float = 9, share: float = 0.85) -> None:
+    """The axes' title, wrapped to ``share`` of the width of its grid cell."""
+    fig = cast(Figure, ax.figure)
+    spec = ax.get_subplotspec()
+    n_cols = spec.get_gridspec().ncols if spec is not None else 1
+    width = fig.get_figwidth() * (spec.colspan.stop - spec.colspan.start if spec else 1) / n_cols
+    ax.set_title(_wrap(text, share * width, fontsize), fontsize=fontsize)
 
 
 PATH_COLOURS = ("black", "tab:orange", "red", "maroon")  # Fig. 5
@@ -106,9 +134,8 @@ def plot_graph_path(
         colour = colours[k % len(colours)]
         ax.plot(*p.T, "-", color=colour, lw=1.8, zorder=3)
         ax.plot(*p[[0, -1]].T, "o", color=colour, ms=5, zorder=4)
-    ax.set_title(title + note, fontsize=9)
-    ax.set_xlabel("$z_1$" if not note else "PC 1")
-    ax.set_ylabel("$z_2$" if not note else "PC 2")
+    _set_title(ax, title + note, share=0.7)  # the colour bar takes the rest
+    _latent_axis_labels(ax, note)
     ax.set_aspect("equal", adjustable="datalim")
     ax.autoscale_view()
     return fig
@@ -139,14 +166,18 @@ def plot_image_strip(
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(0.8 * n, 1.0 if title is None else 1.2), squeeze=False)
     vmin, vmax = min(0.0, float(images.min())), max(1.0, float(images.max()))
-    top = 0.98 if title is None else 0.8
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=top, wspace=0.05)
     for ax, image in zip(axes[0], images, strict=True):
         ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_xticks([])
         ax.set_yticks([])
+    top = 0.98
     if title is not None:
-        fig.suptitle(title, fontsize=9)
+        title = _wrap(title, 0.95 * fig.get_figwidth(), 9)
+        lines = title.count("\n") + 1
+        fig.set_figheight(fig.get_figheight() + 0.18 * (lines - 1))
+        top = 1 - (0.05 + 0.17 * lines) / fig.get_figheight()
+        fig.suptitle(title, fontsize=9, y=0.99, va="top")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=top, wspace=0.05)
     return fig
 
 
@@ -158,7 +189,7 @@ def plot_trajectories(decoded: np.ndarray, title: str = "") -> Figure:
         ax.plot(decoded[:, d], color=colours[d], lw=0.8)
     ax.set_xlabel("step along the path")
     ax.set_ylabel("feature value (one line per feature)")
-    ax.set_title(title, fontsize=9)
+    _set_title(ax, title, share=0.95)
     return fig
 
 
@@ -167,12 +198,15 @@ def plot_latents(
     values: np.ndarray,
     title: str = "Latent representation",
     cyclic: bool = True,
+    colour_label: str | None = None,
 ) -> Figure:
     """Latents coloured by a factor (Fig. 2, 16), e.g. the pendulum's joint angle.
 
     Args:
         latents: ``(N, d)``, projected with PCA when ``d > 2``.
         values: ``(N,)`` the colour; ``cyclic=True`` uses a cyclic colour map (angles).
+        colour_label: the colour bar's label; default ``"angle (rad)"`` when ``cyclic``, else
+            ``"value"``.
     """
     latents = np.asarray(latents, dtype=np.float64)
     (latents_2d,), note = _to_2d(latents)
@@ -184,8 +218,10 @@ def plot_latents(
         c=np.asarray(values),
         cmap="twilight" if cyclic else "viridis",
     )
-    fig.colorbar(points, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title(title + note, fontsize=9)
+    label = colour_label or ("angle (rad)" if cyclic else "value")
+    fig.colorbar(points, ax=ax, fraction=0.046, pad=0.04, label=label)
+    _set_title(ax, title + note, share=0.7)
+    _latent_axis_labels(ax, note)
     ax.set_aspect("equal", adjustable="datalim")
     return fig
 
@@ -207,14 +243,35 @@ def _shared_limits(*points: np.ndarray, pad: float = 0.1) -> tuple[tuple[float, 
     return tuple((float(c - half), float(c + half)) for c in centre)
 
 
-def _colour_values(values: np.ndarray, cyclic: bool) -> tuple[np.ndarray, str, str]:
+def _share_window(axes: Sequence[plt.Axes], *points: np.ndarray) -> None:
+    """The same square window (``_shared_limits`` of ``points``) on every panel of ``axes``, so
+    a posterior panel and its prior panel are read on one scale."""
+    x_lim, y_lim = _shared_limits(*points)
+    for ax in axes:
+        ax.set_xlim(*x_lim)
+        ax.set_ylim(*y_lim)
+        ax.set_aspect("equal", adjustable="box")
+
+
+def _heading(title: str, note: str, fitted_on: str) -> str:
+    """A figure's suptitle: ``title`` and, once for all panels, what ``_to_2d`` did."""
+    note = note.strip(" ()")
+    if note.startswith("PCA"):
+        note = f"axes: {note} (fitted on the {fitted_on})"
+    return "; ".join(part for part in (title, note) if part)
+
+
+def _colour_values(
+    values: np.ndarray, cyclic: bool, label: str | None = None
+) -> tuple[np.ndarray, str, str]:
     """Colours, colour map and colour-bar label of ``values: (N,)``: angles (floats) on a cyclic
-    map, class labels (integers) on a qualitative one."""
+    map, class labels (integers) on a qualitative one; ``label`` overrides the float label."""
     values = np.asarray(values)
     if np.issubdtype(values.dtype, np.integer):
         n = len(np.unique(values))
         return values, "tab10" if n <= 10 else "tab20" if n <= 20 else "viridis", "label"
-    return values, "twilight" if cyclic else "viridis", "joint angle" if cyclic else "value"
+    default = "joint angle (rad)" if cyclic else "value"
+    return values, "twilight" if cyclic else "viridis", label or default
 
 
 def plot_posterior_and_prior(
@@ -224,37 +281,45 @@ def plot_posterior_and_prior(
     prior_samples: np.ndarray,
     title: str = "",
     cyclic: bool = True,
+    colour_label: str | None = None,
 ) -> Figure:
-    """Fig. 2 of the paper in one row: posterior means coloured by the angle, the same means in
-    greyscale by each point's posterior std (mean over latent dims; its spread across points is
-    the "variance of the standard deviation" of Fig. 2), and samples of the prior (blue) with
-    the posterior means drawn over them (dark grey).
+    """Fig. 2 of the paper in one row: posterior means coloured by the angle, the same means
+    coloured (viridis) by each point's posterior std (mean over latent dims; its spread across
+    points is the "variance of the standard deviation" of Fig. 2), and samples of the prior
+    (blue) with the posterior means drawn over them (dark grey).
 
     All three panels share one window (the union of means and prior samples), so the last one
     shows directly whether the prior covers the encoded data (the pendulum's ring) or sits
     beside it. ``means, stds: (N, d)``, ``angles: (N,)`` (floats: an angle, cyclic colours; or
     integer class labels), ``prior_samples: (M, d)``; PCA fitted on the means when d > 2.
+    ``colour_label`` names the float colour bar (default ``"joint angle (rad)"``).
     """
     (m2, p2), note = _to_2d(np.asarray(means, np.float64), np.asarray(prior_samples, np.float64))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True, layout="constrained")
-    colours, cmap, label = _colour_values(angles, cyclic)
+    fig, axes = plt.subplots(
+        1, 3, figsize=(12, 4.2), sharex=True, sharey=True, layout="constrained"
+    )
+    colours, cmap, label = _colour_values(angles, cyclic, colour_label)
     pts = axes[0].scatter(*m2.T, s=3, c=colours, cmap=cmap)
     fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label=label)
     std = np.asarray(stds, np.float64).mean(axis=1)
-    grey = axes[1].scatter(*m2.T, s=3, c=std, cmap="Greys")
-    fig.colorbar(grey, ax=axes[1], fraction=0.046, pad=0.04, label="posterior std")
+    by_std = axes[1].scatter(*m2.T, s=3, c=std, cmap="viridis")  # visible on white at both ends
+    label = "posterior std (mean over latent dims)"
+    fig.colorbar(by_std, ax=axes[1], fraction=0.046, pad=0.04, label=label)
     axes[2].scatter(*p2.T, s=2, c="tab:blue", alpha=0.4, label="z ~ p(z)")
     axes[2].scatter(*m2.T, s=1, c="0.15", alpha=0.5, label="q(z|x) means")
     axes[2].legend(fontsize=7, loc="upper right", markerscale=3)
-    (x_lim, y_lim) = _shared_limits(m2, p2)
-    names = ("q(z|x): means", f"q(z|x): std (var {std.var():.2g})", "prior and the means")
+    _share_window(axes, m2, p2)
+    names = (
+        "q(z|x) means",
+        f"q(z|x) std (var. over points {std.var():.2g})",
+        "prior samples and the q(z|x) means",
+    )
     for ax, name in zip(axes, names, strict=True):
-        ax.set_title(name + note, fontsize=9)
-        ax.set_xlim(*x_lim)
-        ax.set_ylim(*y_lim)
-        ax.set_aspect("equal", adjustable="box")
-    if title:
-        fig.suptitle(title, fontsize=10)
+        _set_title(ax, name, share=0.75)
+        _latent_axis_labels(ax, note)
+    heading = _heading(title, note, "means")
+    if heading:
+        fig.suptitle(_wrap(heading, 0.95 * fig.get_figwidth(), 10), fontsize=10)
     return fig
 
 
@@ -270,14 +335,17 @@ def plot_latents_by_label(
     prior: np.ndarray,
     names: list[str] | None = None,
     title: str = "",
+    colour_label: str | None = None,
 ) -> Figure:
     """Fig. 17: posterior means coloured by label (left) and prior samples (right), both
-    ``(N, d)`` / ``(M, d)``, projected with PCA (fitted on the prior samples) when d > 2.
+    ``(N, d)`` / ``(M, d)``, projected with PCA (fitted on the prior samples) when d > 2, in
+    one window so the two panels are read on one scale.
 
-    ``labels: (N,)`` classes (``names[label]`` in the legend) or floats (a cyclic colour map),
-    or None (one colour)."""
+    ``labels: (N,)`` classes (``names[label]`` in the legend) or floats (a cyclic colour map,
+    its colour bar named ``colour_label``, default ``"angle (rad)"``), or None (one colour)."""
     (p2, m2), note = _to_2d(prior, means)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.8), sharex=True, sharey=True,
+                             layout="constrained")  # fmt: skip
     if labels is None:
         axes[0].scatter(*m2.T, s=3, c="tab:blue")
     elif is_discrete(labels):
@@ -285,16 +353,20 @@ def plot_latents_by_label(
             name = names[int(c)] if names is not None else str(c)
             sel = labels == c
             axes[0].scatter(*m2[sel].T, s=3, color=plt.get_cmap("tab10")(i % 10), label=name)
-        axes[0].legend(fontsize=7, markerscale=3)
+        axes[0].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
         pts = axes[0].scatter(*m2.T, s=3, c=labels, cmap="twilight")
-        fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label="label")
+        label = colour_label or "angle (rad)"
+        fig.colorbar(pts, ax=axes[0], fraction=0.046, pad=0.04, label=label)
     axes[1].scatter(*p2.T, s=2, c="0.3", alpha=0.5)
-    for ax, name in zip(axes, ("approximate posterior (means)", "prior samples"), strict=True):
-        ax.set_title(name + note, fontsize=9)
-        ax.set_aspect("equal", adjustable="datalim")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    _share_window(axes, m2, p2)
+    panels = ("approximate posterior q(z|x): means", "prior p(z): samples")
+    for ax, name in zip(axes, panels, strict=True):
+        _set_title(ax, name, share=0.75)
+        _latent_axis_labels(ax, note)
+    heading = _heading(title, note, "prior samples")
+    if heading:
+        fig.suptitle(_wrap(heading, 0.95 * fig.get_figwidth(), 10), fontsize=10)
     return fig
 
 
@@ -303,22 +375,25 @@ def plot_snapshot_grid(
 ) -> Figure:
     """Figs. 2, 11-15 side by side: a column per setting (``columns``: its title -> one snapshot
     per step of ``steps``), per step a row of posterior means coloured by the angle and a row of
-    prior samples, on the same axes within a cell pair.
+    prior samples, on the same axes within a cell pair (z_1 across, z_2 up; no ticks: each pair
+    has its own window).
 
     A snapshot holds ``means: (N, 2)``, ``prior: (M, 2)`` and ``angles: (N,)`` (the arrays of
     ``PendulumFigures``' ``latents_step<k>.npz``)."""
+    height = 2.0 * 2 * len(steps) + 0.8
     fig, axes = plt.subplots(
         2 * len(steps),
         len(columns),
-        figsize=(2.1 * len(columns), 2.0 * 2 * len(steps)),
+        figsize=(2.1 * len(columns) + 0.4, height),
         squeeze=False,
         layout="constrained",
     )
+    angle = Normalize(0, 2 * np.pi)
     for col, (setting, snapshots) in enumerate(columns.items()):
         for k, (step, data) in enumerate(zip(steps, snapshots, strict=True)):
             means, prior, angles = data["means"], data["prior"], data["angles"]
             top, bottom = axes[2 * k, col], axes[2 * k + 1, col]
-            top.scatter(*means.T, c=angles, cmap="hsv", s=1.5, vmin=0, vmax=2 * np.pi)
+            top.scatter(*means.T, c=angles, cmap="hsv", norm=angle, s=1.5)
             bottom.scatter(*prior.T, s=1.0, c="0.2", alpha=0.5)
             both = np.concatenate([means, np.clip(prior, *np.percentile(prior, [1, 99], 0))])
             lo, hi = both.min(0), both.max(0)
@@ -329,10 +404,15 @@ def plot_snapshot_grid(
                 ax.set_xticks([])
                 ax.set_yticks([])
             if k == 0:
-                top.set_title(setting, fontsize=7)
+                _set_title(top, setting, fontsize=7, share=0.95)
+            if k == len(steps) - 1:
+                bottom.set_xlabel("$z_1$", fontsize=7)
             if col == 0:
-                top.set_ylabel(f"step {step}\nq(z|x) means", fontsize=7)
-                bottom.set_ylabel(f"step {step}\nprior samples", fontsize=7)
+                top.set_ylabel(f"step {step}\nq(z|x) means\n$z_2$", fontsize=7)
+                bottom.set_ylabel(f"step {step}\nprior samples\n$z_2$", fontsize=7)
+    bar = {"location": "bottom", "shrink": 0.7, "fraction": 0.3 / height, "pad": 0.1 / height}
+    label = "joint angle (rad) of the q(z|x) means"
+    fig.colorbar(ScalarMappable(angle, "hsv"), ax=axes, label=label, **bar)
     return fig
 
 
@@ -428,7 +508,7 @@ def plot_training_curves(
     ax_v.legend(fontsize=7)
     ax_b.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_wrap(title, 0.95 * fig.get_figwidth(), 9), fontsize=9)
     return fig
 
 
@@ -438,26 +518,51 @@ def plot_smoothness_per_dim(
     channels: Sequence[str] | None = None,
     title: str = "",
 ) -> Figure:
-    """Fig. 7: the smoothness factor (sec. 4.2) per output dimension, mean +- std over the
-    interpolations; one group of bars per model (``bars``: label -> ``(mean (D,), std (D,))``).
+    """Fig. 7: the smoothness factor (sec. 4.2) per output dimension: a bar at the mean over
+    the interpolations, a whisker of +- 1 std whose lower end is clipped at 0 (the factor is
+    >= 0); one group of bars per model (``bars``: label -> ``(mean (D,), std (D,))``).
 
-    ``channels``: the D dimensions' names (e.g. the CMU joint channels) as tick labels."""
+    ``channels``: the D dimensions' names (e.g. the CMU joint channels) as tick labels; more
+    than 20 of them are drawn as horizontal bars, one name per row, so every name stays
+    readable. Unnamed dimensions get at most 11 numbered ticks."""
     n_dims = max(len(mean) for mean, _ in bars.values())
     width = 0.8 / len(bars)
-    size = (max(8.0, 0.32 * n_dims), 3.6) if channels is not None else (8.0, 3.0)
+    horizontal = channels is not None and n_dims > 20
+    if horizontal:
+        size = (9.0, 1.4 + (0.12 + 0.06 * len(bars)) * n_dims)
+    else:
+        size = (max(8.0, 0.32 * n_dims), 3.8) if channels is not None else (8.0, 3.2)
     fig, ax = plt.subplots(figsize=size, layout="constrained")
     for k, (label, (mean, std)) in enumerate(bars.items()):
+        mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        down = np.clip(mean - np.maximum(mean - std, 0.0), 0.0, None)  # whisker stops at 0
+        err = np.stack([down, std])  # (2, D): below, above
         x = np.arange(len(mean)) + (k - (len(bars) - 1) / 2) * width
-        ax.bar(x, mean, width, yerr=std, label=label, capsize=1.5, error_kw={"lw": 0.6})
-    if channels is not None:
-        ax.set_xticks(np.arange(n_dims))
-        ax.set_xticklabels(channels, rotation=90, fontsize=6)
+        style = {"label": label or None, "capsize": 1.5, "error_kw": {"lw": 0.6}}
+        if horizontal:
+            ax.barh(x, mean, width, xerr=err, **style)
+        else:
+            ax.bar(x, mean, width, yerr=err, **style)
+    value = "smoothness factor (RMS 2nd diff.)"
+    if horizontal:
+        assert channels is not None
+        ax.set_yticks(np.arange(n_dims), list(channels), fontsize=8)
+        ax.set_ylim(n_dims - 0.5, -0.5)  # the first channel on top
+        ax.set_xlabel(value)
+        ax.set_xlim(left=0)
     else:
-        ax.set_xlabel("output dimension")
-    ax.set_ylabel("smoothness factor (RMS 2nd diff.)")
-    ax.set_title(title, fontsize=9)
-    if len(bars) > 1:
-        ax.legend(fontsize=8)
+        if channels is not None:
+            ax.set_xticks(np.arange(n_dims), list(channels), rotation=45, ha="right", fontsize=8)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(10, integer=True, steps=[1, 2, 5, 10]))
+            ax.set_xlabel("output dimension")
+        ax.set_ylabel(value)
+        ax.set_ylim(bottom=0)
+    _set_title(ax, title, share=0.95)
+    if len(bars) > 1 or any(bars):
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    what = "bar: mean over the interpolations; whisker: ± 1 std, clipped at 0 (the factor is ≥ 0)"
+    fig.supxlabel(what, fontsize=8)
     return fig
 
 

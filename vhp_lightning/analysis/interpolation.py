@@ -48,6 +48,7 @@ from vhp_lightning.analysis.graph import (
 from vhp_lightning.io.files import atomic_open
 
 log = logging.getLogger(__name__)
+STRIP_IMAGES = 16  # decoded images per strip, at most
 
 CSV_FIELDS = (
     "graph", "pair", "start", "goal", "start_label", "goal_label", "connected", "n_points",
@@ -143,6 +144,7 @@ def interpolation_analysis(
     n_pairs: int,
     n_strips: int = 4,
     seed: int = 0,
+    label_name: str = "angle (rad)",
 ) -> dict[str, float]:
     """Graph-based interpolations of a trained ``model`` between points of ``x``, their figures
     and the averaged smoothness factor (sec. 2.3, 4.2; Fig. 3-8, 17).
@@ -160,6 +162,8 @@ def interpolation_analysis(
         n_graphs: graphs, each from fresh prior samples (torch seed ``seed + g``).
         n_pairs: random endpoint pairs per graph (numpy generator ``seed``).
         n_strips: decoded paths drawn on the first graph.
+        label_name: what float ``labels`` are, with their unit in brackets, for the colour
+            bar and the strip titles (default ``"angle (rad)"``: the pendulum's joint angle).
 
     Returns:
         ``smoothness_mean`` (Fig. 7: mean over all connected interpolations), ``smoothness_std``,
@@ -219,14 +223,15 @@ def interpolation_analysis(
                 if scores:
                     per_graph.append(float(np.mean(scores)))
             figures = _strip_figures(model, means, labels_np, names, first, n_neighbors, n_strips,
-                                     image_shape, np.random.default_rng(seed + 1))  # fmt: skip
+                                     image_shape, np.random.default_rng(seed + 1),
+                                     label_name)  # fmt: skip
     finally:
         if was_training:
             model.train()
 
     for name, fig in figures:
         save_figure(fig, out / f"{name}.png")
-    fig = plot_latents_by_label(means, labels_np, first[0], names)
+    fig = plot_latents_by_label(means, labels_np, first[0], names, colour_label=label_name)
     save_figure(fig, out / "latents_by_label.png")
     _write_csv(out / "interpolations.csv", CSV_FIELDS, rows)
 
@@ -275,15 +280,17 @@ def _strip_figures(
     n_strips: int,
     image_shape: tuple[int, ...] | None,
     rng: np.random.Generator,
+    label_name: str = "angle (rad)",
 ) -> list[tuple[str, Figure]]:
-    """Decoded strips of ``n_strips`` paths on the first graph and the graph plot with them."""
+    """Decoded strips of ``n_strips`` paths on the first graph and the graph plot with them.
+
+    A strip's title says what its numbers are: the indices of the two data points (rows of
+    ``x``) the path joins, their labels (e.g. ``angle 5.11 -> 0.02 rad``), the points on the
+    path and its smoothness factor."""
     nodes, graph, z_nodes = first
     figures, paths = [], []
     for k, (i, j) in enumerate(_strip_pairs(labels, len(means), n_strips, rng)):
-        ends = f"{i} -> {j}"
-        if labels is not None:
-            li, lj = (names[int(labels[v])] if names else f"{labels[v]:.3g}" for v in (i, j))
-            ends += f" ({li} -> {lj})"
+        ends = f"data points {i} → {j}" + _label_change(labels, names, i, j, label_name)
         try:
             path = shortest_path(graph, nodes, means[i], means[j], n_neighbors)
         except DisconnectedGraphError as e:
@@ -291,14 +298,33 @@ def _strip_figures(
             continue
         paths.append(path.points)
         decoded = _decode(model, path.points, z_nodes)
+        smoothness = smoothness_factor(decoded)["mean"]
+        images = image_shape is not None and len(decoded) > STRIP_IMAGES
+        shown = f" ({STRIP_IMAGES} shown)" if images else ""
         title = (
-            f"{ends}: {len(decoded)} points, smoothness {smoothness_factor(decoded)['mean']:.3g}"
+            f"path between {ends}: {len(decoded)} latent points{shown}; smoothness factor "
+            f"(RMS 2nd difference of the decoded path) {smoothness:.3g}"
         )
         if image_shape is not None:
-            fig = plot_image_strip(decoded, image_shape, title=title, max_images=16)
+            fig = plot_image_strip(decoded, image_shape, title=title, max_images=STRIP_IMAGES)
         else:
             fig = plot_trajectories(decoded, title)
         figures.append((f"strip_{k}", fig))
     title = f"{len(nodes)} prior samples, {n_neighbors} neighbours, {len(paths)} paths"
     figures.append(("graph_paths", plot_graph_path(nodes, graph, paths, title=title)))
     return figures
+
+
+def _label_change(
+    labels: np.ndarray | None, names: list[str] | None, i: int, j: int, label_name: str
+) -> str:
+    """``", walk → run"`` (class names), ``", class 3 → 5"`` or ``", angle 5.11 → 0.02 rad"``
+    (floats, named ``label_name`` = ``"<name> (<unit>)"``) for data points ``i`` and ``j``."""
+    if labels is None:
+        return ""
+    if names is not None:
+        return f", {names[int(labels[i])]} → {names[int(labels[j])]}"
+    if is_discrete(labels):
+        return f", class {labels[i]} → {labels[j]}"
+    name, _, unit = label_name.partition(" (")
+    return f", {name} {labels[i]:.2f} → {labels[j]:.2f}" + (f" {unit.rstrip(')')}" if unit else "")

@@ -293,7 +293,7 @@ def plot_side_by_side(jobs: dict[str, Path], path: Path, n_steps: int = 4) -> li
         ]
         for setting, job in jobs.items()
     }
-    save_figure(plot_snapshot_grid(picks, columns), path, dpi=80)
+    save_figure(plot_snapshot_grid(picks, columns), path)
     return picks
 
 
