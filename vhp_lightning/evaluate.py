@@ -11,7 +11,8 @@ The model and its DataModule are rebuilt from the config stored in the checkpoin
 ``_target_`` allow-list (``vhp_lightning.io.instantiate``) and with weights-only loading
 (``vhp_lightning.api.load``), so a shared checkpoint never runs foreign code. Each metric is one
 function of ``METRICS``; the results go to ``metrics.json`` in the Hydra run dir (written
-atomically), figures beside it.
+atomically), figures beside it, and the ``nll`` of each image to ``nll_per_image.csv`` (``index``
+in the split, ``log_px``; ``vhp_lightning.analysis.nll.write_per_image``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
-from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
+from vhp_lightning.analysis.nll import (
+    PER_IMAGE_FILE,
+    MeanNLL,
+    NLLStandardError,
+    loader_indices,
+    log_likelihood_batched,
+    write_per_image,
+)
 from vhp_lightning.api import TrainedModel, load
 from vhp_lightning.bounds import gaussian_kl_std_normal, reparameterize
 from vhp_lightning.io.config import configure_torch
@@ -52,6 +60,8 @@ class EvalContext:
         labels: ``(N,)`` their labels (digit, class or pendulum angle).
         cfg: the eval config (``conf/eval.yaml``).
         out_dir: where figures go.
+        indices: ``(N,)`` each image's index in the split, or None where the split's loader
+            shuffles (then no per-image file is written).
     """
 
     trained: TrainedModel
@@ -59,6 +69,7 @@ class EvalContext:
     labels: torch.Tensor
     cfg: DictConfig
     out_dir: Path
+    indices: torch.Tensor | None = None
 
     def batches(self) -> list[torch.Tensor]:
         return list(self.x.split(int(self.cfg.batch_size)))
@@ -67,23 +78,33 @@ class EvalContext:
 # --- metrics ----------------------------------------------------------------------------------
 def nll(ctx: EvalContext) -> dict[str, Any]:
     """Importance-sampled negative log-likelihood -log p(x), mean over the images (sec. 4.3,
-    Table 2), S = ``n_samples``; the two-layer models sample (z, zeta) jointly."""
+    Table 2), S = ``n_samples``; the two-layer models sample (z, zeta) jointly. Each image's
+    log p(x) goes to ``<out_dir>/nll_per_image.csv`` (``per_image``: its path), the file that
+    ``report table2`` pairs between runs."""
     metric, s, chunk = MeanNLL().to(ctx.x.device), int(ctx.cfg.n_samples), int(ctx.cfg.chunk_size)
     se = NLLStandardError().to(ctx.x.device)
-    start, done = time.perf_counter(), 0
+    start, done, values = time.perf_counter(), 0, []
     for xb in ctx.batches():
         log_px = log_likelihood_batched(ctx.trained.model, xb, s, chunk)
         metric.update(log_px)
         se.update(log_px)
+        values.append(log_px.detach().to(torch.float64).cpu())
         done += len(xb)
         elapsed = time.perf_counter() - start
         log.info("nll: %d/%d images, %.1f images/s", done, len(ctx.x), done / max(elapsed, 1e-9))
-    return {
+    out: dict[str, Any] = {
         "nll": float(metric.compute()),
         "nll_se": float(se.compute()),
         "n_samples": s,
         "n_images": int(metric.count),
     }
+    if ctx.indices is None:
+        log.warning("nll: the %s loader shuffles: no per-image file written", ctx.cfg.split)
+    else:
+        path = ctx.out_dir / PER_IMAGE_FILE
+        write_per_image(path, ctx.indices, torch.cat(values))
+        out["per_image"] = str(path)
+    return out
 
 
 @torch.no_grad()
@@ -210,8 +231,11 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def load_split(trained: TrainedModel, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` images of ``split`` and their labels: ``(N, *data_shape)``, ``(N,)``."""
+def load_split(
+    trained: TrainedModel, cfg: DictConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The first ``limit`` images of ``split`` in its loader's order, their labels and their
+    indices in the split: ``(N, *data_shape)``, ``(N,)``, ``(N,)`` (None: the loader shuffles)."""
     overrides: dict[str, Any] = {"eval_batch_size": int(cfg.batch_size)}
     if cfg.data_dir is not None and "data_dir" in trained.config.dataset:
         overrides["data_dir"] = str(cfg.data_dir)
@@ -227,6 +251,7 @@ def load_split(trained: TrainedModel, cfg: DictConfig) -> tuple[torch.Tensor, to
             "(or set VHP_DATA_DIR)."
         ) from err
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()
+    batches = loader_indices(loader)
     limit = cfg.limit if cfg.limit is not None else math.inf
     xs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
@@ -241,7 +266,8 @@ def load_split(trained: TrainedModel, cfg: DictConfig) -> tuple[torch.Tensor, to
             break
     if n == 0:
         raise RuntimeError(f"the {cfg.split} split is empty; check the dataset config")
-    return torch.cat(xs), torch.cat(labels)
+    indices = None if batches is None else torch.cat(batches)[:n]
+    return torch.cat(xs), torch.cat(labels), indices
 
 
 def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -253,9 +279,9 @@ def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     device = _device(str(cfg.device))
     trained = load(cfg.ckpt_path, map_location=device)
     torch.manual_seed(int(cfg.seed))
-    x, labels = load_split(trained, cfg)
+    x, labels, indices = load_split(trained, cfg)
     x = x.to(device=device, dtype=next(trained.model.parameters()).dtype)
-    ctx = EvalContext(trained, x, labels, cfg, out_dir)
+    ctx = EvalContext(trained, x, labels, cfg, out_dir, indices)
     stored = trained.config
     result: dict[str, Any] = {
         "checkpoint": str(cfg.ckpt_path),

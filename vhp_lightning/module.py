@@ -16,13 +16,21 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from vhp_lightning.analysis.nll import MeanNLL, NLLStandardError, log_likelihood_batched
+from vhp_lightning.analysis.nll import (
+    PER_IMAGE_FILE,
+    MeanNLL,
+    NLLStandardError,
+    loader_indices,
+    log_likelihood_batched,
+    write_per_image,
+)
 from vhp_lightning.io.checkpoint import CHECKPOINT_FORMAT
 from vhp_lightning.models.base import LatentVariableModel
 
@@ -119,6 +127,13 @@ class VHPModule(pl.LightningModule):
         )
         self.test_nll = MeanNLL()  # summed across processes: correct under DDP
         self.test_nll_se = NLLStandardError()  # its standard error over the images
+        # test/nll image by image: (split index (N,), log p(x) (N,) float64) of every rank,
+        # kept after the test epoch and written by rank 0 to nll_per_image_path (set here, in
+        # the process that builds the module, so that ddp_spawn's workers get it too).
+        self.nll_per_image: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.nll_per_image_path: Path | None = _run_dir_file(PER_IMAGE_FILE)
+        self._test_indices: list[torch.Tensor] | None = None  # per test batch (loader_indices)
+        self._scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # this rank's (index, log_px)
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -180,6 +195,16 @@ class VHPModule(pl.LightningModule):
         limit = self.nll_images
         world = max(1, self.trainer.world_size) if self._trainer is not None else 1
         self._nll_left = math.inf if limit is None else math.ceil(limit / world)
+        self.nll_per_image, self._scored = None, []
+        loaders = self.trainer.test_dataloaders if self._trainer is not None else None
+        self._test_indices = loader_indices(loaders)
+        if self.nll_samples and self._test_indices is None and self.global_rank == 0:
+            log.warning(
+                "test/nll: the test loader's order is not known in advance (a shuffled or custom "
+                "sampler, or several loaders), so no per-image values (%s) are kept; under DDP "
+                "the sampler's padding copies are then scored twice",
+                PER_IMAGE_FILE,
+            )
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         with self._interruptible():
@@ -188,7 +213,23 @@ class VHPModule(pl.LightningModule):
                 x = _inputs(batch)
                 x = x[: int(min(len(x), self._nll_left))]
                 self._nll_left -= len(x)
+                index = None
+                if self._test_indices is not None:
+                    index = self._test_indices[batch_idx]
+                    if len(index) != len(_inputs(batch)):
+                        raise RuntimeError(
+                            f"test batch {batch_idx} has {len(_inputs(batch))} images but its "
+                            f"sampler gave {len(index)} indices: the test loader is not the one "
+                            "its batch sampler describes; use an unshuffled DataLoader"
+                        )
+                    index = index[: len(x)]
+                    own = index >= 0  # -1: a DDP padding copy of an image another rank scores
+                    x, index = x[own.to(x.device)], index[own]
+                    if not len(x):
+                        return
                 log_px = self._log_px(x, first=batch_idx == 0)
+                if index is not None:
+                    self._scored.append((index, log_px.detach().to(torch.float64).cpu()))
                 self.test_nll.update(log_px)
                 self.test_nll_se.update(log_px)
                 self.log("test/nll", self.test_nll, on_step=False, on_epoch=True)
@@ -201,6 +242,35 @@ class VHPModule(pl.LightningModule):
                     reduce_fx="sum",
                     sync_dist=True,
                 )
+
+    def on_test_epoch_end(self) -> None:
+        """Gather every rank's per-image ``test/nll`` values into ``nll_per_image`` (split
+        index ``(N,)``, log p(x) ``(N,)`` float64, sorted by index; N = ``test/nll_images``,
+        ``test/nll = -mean(log p(x))``); rank 0 writes them to ``nll_per_image_path``."""
+        if not self.nll_samples or self._test_indices is None:
+            return
+        index, log_px = self._gather_scored()
+        order = torch.argsort(index)
+        self.nll_per_image = (index[order], log_px[order])
+        if self.global_rank == 0 and self.nll_per_image_path is not None and len(index):
+            write_per_image(self.nll_per_image_path, *self.nll_per_image)
+            log.info("test/nll per image (index, log p(x)): %s", self.nll_per_image_path)
+
+    def _gather_scored(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's scored ``(index (n_r,), log_px (n_r,))``, concatenated over all ranks
+        (an all-gather of shards padded to the longest with index -1)."""
+        index = torch.cat([i for i, _ in self._scored]) if self._scored else torch.zeros(0).long()
+        values = torch.cat([v for _, v in self._scored]) if self._scored else torch.zeros(0)
+        values = values.to(torch.float64)
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return index, values
+        longest = int(self.all_gather(torch.tensor(len(index), device=self.device)).max())
+        pad = longest - len(index)
+        index = torch.cat([index, index.new_full((pad,), -1)]).to(self.device)
+        values = torch.cat([values, values.new_zeros(pad)]).to(self.device)
+        index = self.all_gather(index).reshape(-1).cpu()  # (W * longest,)
+        values = self.all_gather(values).reshape(-1).cpu()
+        return index[index >= 0], values[index >= 0]
 
     def _log_px(self, x: torch.Tensor, first: bool) -> torch.Tensor:
         """Importance-sampled log p(x), S = ``nll_samples`` (sec. 4.3), ``x: (B, ...)`` ->
@@ -329,6 +399,16 @@ def _learned_sigma(model: LatentVariableModel) -> torch.Tensor | None:
     if not getattr(likelihood, "learned", False):
         return None
     return likelihood.sigma().detach()
+
+
+def _run_dir_file(name: str) -> Path | None:
+    """``<Hydra run dir>/name`` when called inside a Hydra job (``vhp_lightning.train``), else
+    None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return Path(HydraConfig.get().runtime.output_dir) / name
 
 
 def _test_size(trainer: pl.Trainer) -> int | None:

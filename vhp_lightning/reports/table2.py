@@ -8,12 +8,19 @@ already there (same model, dataset, nets, seed, steps, S, images and source); ``
 why a run gives none. It then writes the ``.md`` beside the CSV from *all* rows, with the paper's
 numbers beside ours, and with ``--figures`` the validation bound and beta against the step for
 the runs given. A table can so be filled over several sessions.
+
+A run's row is its ``+table2=<row>`` override (``.hydra/overrides.yaml``); a run without one
+(older runs) is named from its model and beta-scheme classes, which gives the same names. Beside
+the CSV (``<csv without .csv>/``) each run keeps its curves and its per-image log p(x)
+(``<row id>_nll_per_image.csv``, ``row_id``), so that a lost run dir loses nothing; from those
+the table pairs every row with VHP + REWO image by image (``paired_difference``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from vhp_lightning.analysis.nll import PER_IMAGE_FILE, read_per_image
 from vhp_lightning.io.instantiate import current_target
 from vhp_lightning.reports import (
     append_rows,
@@ -28,6 +36,7 @@ from vhp_lightning.reports import (
     floats,
     mean_std,
     open_for_writing,
+    overrides,
     read_csv,
     read_results,
     scheme_trace,
@@ -81,6 +90,18 @@ def row_key(model: str | None, scheme: str | None) -> str | None:
     return _BASELINES.get(name)
 
 
+def run_row(job: Path, model: str | None, scheme: str | None) -> str | None:
+    """The Table 2 row of the run dir ``job``: its ``+table2=<row>`` override, else (a run
+    without one) ``row_key(model, scheme)``."""
+    return overrides(job).get("table2") or row_key(model, scheme)
+
+
+def _label(row: str) -> str:
+    """The row's name in the paper (``VHP + REWO``), or its override name for a row the paper
+    does not have."""
+    return PAPER[row][0] if row in PAPER else row
+
+
 def _objective(scheme: dict[str, Any]) -> str:
     kind = str(scheme.get("_target_", "")).rsplit(".", 1)[-1]
     if kind == "ConstantBeta":
@@ -119,6 +140,7 @@ def _run_facts(job: Path) -> dict[str, Any]:
     trace = scheme_trace(job)
     switch = switch_step(trace)
     return {
+        "row": run_row(job, get("model._target_"), scheme["_target_"]),
         "model": get("model._target_"),
         "scheme": scheme["_target_"],
         "dataset": current_target(get("dataset._target_")),
@@ -141,7 +163,7 @@ def _facts_or_why(job: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not (job / ".hydra" / "config.yaml").is_file():
         return None, "no .hydra/config.yaml (not a run dir of vhp_lightning.train)"
     facts = _run_facts(job)
-    if row_key(facts["model"], facts["scheme"]) is None:
+    if facts["row"] is None:
         return None, (
             f"model {facts['model']} with scheme {facts['scheme']} is not a Table 2 row (no "
             f"`+table2=<row>` override; rows: {', '.join(PAPER)})"
@@ -177,7 +199,7 @@ def train_row(job: Path) -> dict[str, Any] | None:
     facts, _ = _facts_or_why(job)
     if facts is None:
         return None
-    row = row_key(facts["model"], facts["scheme"])
+    row = facts["row"]
     metrics_csv = max(job.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
     test = facts["test"]
     return {
@@ -199,11 +221,11 @@ def eval_row(path: Path) -> dict[str, Any] | None:
     otherwise); seed, nets and the beta trace come from the checkpoint's run dir if present."""
     data = json.loads(path.read_text())
     nll = (data.get("metrics") or {}).get("nll")
-    row = row_key(data.get("model"), data.get("scheme"))
+    job = Path(str(data.get("checkpoint", ""))).parent.parent
+    row = run_row(job, data.get("model"), data.get("scheme"))
     dataset = current_target(data.get("dataset"))
     if not isinstance(nll, dict) or "nll" not in nll or row is None or dataset not in DATASETS:
         return None
-    job = Path(str(data.get("checkpoint", ""))).parent.parent
     facts = _run_facts(job) if (job / ".hydra" / "config.yaml").is_file() else {}
     return {
         "nets": facts.get("nets", "?"),  # "?": the checkpoint's run dir is not here
@@ -258,6 +280,87 @@ def collect(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
+# --- the paired comparison --------------------------------------------------------------------
+Z95 = 1.96  # two-sided 95 % quantile of the standard normal: the interval mean +- 1.96 s.e.
+REFERENCE = "vhp_rewo"  # every row is paired against VHP + REWO
+
+
+def pair_by_index(
+    index_a: np.ndarray, a: np.ndarray, index_b: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The images two runs both scored: ``index_a: (N_a,)``, ``a: (N_a,)``, ``index_b: (N_b,)``,
+    ``b: (N_b,)`` -> ``(index, a, b)``, each ``(N,)`` over the N indices in both, sorted.
+    No common image raises ``ValueError``."""
+    index, in_a, in_b = np.intersect1d(index_a, index_b, assume_unique=True, return_indices=True)
+    if not len(index):
+        raise ValueError("the two runs scored no image in common: nothing to pair")
+    return index, np.asarray(a)[in_a], np.asarray(b)[in_b]
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """The paired difference ``d = b - a`` of two per-image values of the same N images,
+    ``a, b: (N,)``, N >= 2 (in the table: ``a`` the per-image NLL of VHP + REWO, ``b`` a row's):
+
+    ``mean`` = mean(d); ``se`` = std(d, ddof=1) / sqrt(N), its standard error; ``low``,
+    ``high`` = mean -+ 1.96 se, the 95 % interval of a normal approximation (the mean of
+    N >= 2 000 differences); ``resolved`` = the interval excludes 0; ``n`` = N.
+
+    Pairing removes what two runs share image by image (an image hard for one model is hard
+    for the other), so ``se`` is the standard error of the difference of the two NLLs, much
+    smaller than either NLL's own s.e. over the images.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"paired values need a, b of one shape (N,), got {a.shape}, {b.shape}")
+    if len(a) < 2:
+        raise ValueError(f"a paired difference needs N >= 2 images for its spread, got {len(a)}")
+    d = b - a
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    low, high = mean - Z95 * se, mean + Z95 * se
+    return {
+        "mean": mean,
+        "se": se,
+        "low": low,
+        "high": high,
+        "n": len(d),
+        "resolved": bool(low > 0 or high < 0),
+    }
+
+
+def row_id(row: dict[str, Any]) -> str:
+    """The file name stem of one CSV row's per-image values: its group, row, source, S and
+    images, e.g. ``table2_dynamic_mnist_mlp_20000steps_seed0_vhp_rewo_train_s5000_n2000``."""
+    return (
+        f"{group_slug(row)}_{row['row']}_{row['source']}_s{row['samples']}_n{row['images']}"
+    ).replace(" ", "_")
+
+
+def _key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row.get(k, "")) for k in KEY)
+
+
+def keep_per_image(source: Path, path: Path, row: dict[str, str] | None) -> str:
+    """Copy a run's ``nll_per_image.csv`` to ``path`` (beside the CSV) if it is the file of
+    ``row`` (the CSV's row of that run): as many images, and -mean(log p(x)) equal to the row's
+    NLL to 1e-6 nats. Returns the note to print."""
+    index, log_px = read_per_image(source)
+    nll = -float(np.mean(log_px))
+    images = (row or {}).get("images", "")
+    if (
+        row is None
+        or (images and len(index) != int(float(images)))
+        or abs(nll - float(row["nll"])) > 1e-6
+    ):
+        said = "no row" if row is None else f"{images or '?'} images, NLL {float(row['nll']):.6f}"
+        return (
+            f"per-image values of {source} not kept: {len(index)} images, NLL {nll:.6f}, but its "
+            f"row says {said} (a later test of the same run dir?)"
+        )
+    with open_for_writing(path, "wb") as f:
+        f.write(source.read_bytes())
+    return f"per-image values {path}"
+
+
 # --- the table ------------------------------------------------------------------------------
 def _cell(group: list[dict[str, str]]) -> str:
     """Our NLL of one (setting, dataset): the mean over seeds, ``± s.e.`` over images (one seed)
@@ -269,9 +372,114 @@ def _cell(group: list[dict[str, str]]) -> str:
     return f"{nll[0]:.2f}" + (f" ± {se[0]:.2f}" if se else "")
 
 
-def table(rows: list[dict[str, str]]) -> str:
-    """Markdown: per protocol (nets, steps, S, images) the paper's table with ours beside it,
-    then every row of the CSV."""
+def _row_order(rows: Iterable[dict[str, str]]) -> list[str]:
+    """The paper's rows in its order, then any other ``+table2=<row>`` of ``rows``."""
+    extra = sorted({r["row"] for r in rows} - set(PAPER))
+    return [*PAPER, *extra]
+
+
+def _paired(
+    rows: list[dict[str, str]], per_image: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]
+) -> dict[tuple[str, ...], dict[str, Any] | None]:
+    """Each row's ``paired_difference`` against the VHP + REWO row of its dataset, seed and
+    source (``rows`` of one protocol), None where either has no per-image values."""
+    out: dict[tuple[str, ...], dict[str, Any] | None] = {}
+    for r in rows:
+        ref = next(
+            (
+                q
+                for q in rows
+                if q["row"] == REFERENCE
+                and (q["dataset"], q["seed"], q["source"]) == (r["dataset"], r["seed"], r["source"])
+            ),
+            None,
+        )
+        if r["row"] == REFERENCE or ref is None or _key(ref) not in per_image:
+            out[_key(r)] = None
+        elif _key(r) in per_image:
+            _, ref_log_px, log_px = pair_by_index(*per_image[_key(ref)], *per_image[_key(r)])
+            out[_key(r)] = paired_difference(-ref_log_px, -log_px)
+        else:
+            out[_key(r)] = None
+    return out
+
+
+def _paired_lines(
+    group: list[dict[str, str]], paired: dict[tuple[str, ...], dict[str, Any] | None]
+) -> list[str]:
+    """Markdown of one protocol: per dataset, seed and source the rows against VHP + REWO; per
+    dataset and source with several seeds, the mean +- std over seeds."""
+    columns, order = list(DATASETS.values()), _row_order(group)
+    lines: list[str] = []
+    sets = sorted(
+        {(r["dataset"], r["seed"], r["source"]) for r in group},
+        key=lambda k: (columns.index(k[0]), int(k[1] or 0), k[2]),
+    )
+    for dataset, seed, source in sets:
+        rows = [
+            r for r in group if (r["dataset"], r["seed"], r["source"]) == (dataset, seed, source)
+        ]
+        rows.sort(key=lambda r: order.index(r["row"]))
+        lines += [
+            "",
+            f"### {dataset}, seed {seed} ({source}): paired against {_label(REFERENCE)}",
+            "",
+            "| model | NLL ± s.e. | Δ NLL ± s.e. | 95 % interval | images paired | resolved |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            nll = _cell([r])
+            d = paired[_key(r)]
+            if r["row"] == REFERENCE:
+                cells = ["reference", "—", "—", "—"]
+            elif d is None:
+                cells = ["unpaired", "—", "—", "—"]
+            else:
+                verdict = (
+                    ("yes: worse" if d["low"] > 0 else "yes: better") if d["resolved"] else "no"
+                )
+                cells = [
+                    f"{d['mean']:+.2f} ± {d['se']:.2f}",
+                    f"[{d['low']:+.2f}, {d['high']:+.2f}]",
+                    str(d["n"]),
+                    verdict,
+                ]
+            lines.append(f"| {_label(r['row'])} | {nll} | " + " | ".join(cells) + " |")
+    for dataset, source in sorted({(d, s) for d, _, s in sets}, key=lambda k: columns.index(k[0])):
+        rows = [r for r in group if (r["dataset"], r["source"]) == (dataset, source)]
+        if len({r["seed"] for r in rows}) < 2:
+            continue
+        lines += [
+            "",
+            f"### {dataset} ({source}): over seeds",
+            "",
+            "| model | seeds | NLL: mean ± std over seeds | Δ NLL: mean ± std over seeds "
+            "| seeds paired |",
+            "|---|---|---|---|---|",
+        ]
+        for key in order:
+            mine = [r for r in rows if r["row"] == key]
+            if not mine:
+                continue
+            deltas = [d["mean"] for r in mine if (d := paired[_key(r)]) is not None]
+            delta = (
+                "reference" if key == REFERENCE else mean_std(deltas, 2) if deltas else "unpaired"
+            )
+            lines.append(
+                f"| {_label(key)} | {len(mine)} | {mean_std(floats(mine, 'nll'), 2)} | {delta} | "
+                f"{'—' if key == REFERENCE else len(deltas)} |"
+            )
+    return lines
+
+
+def table(
+    rows: list[dict[str, str]],
+    per_image: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> str:
+    """Markdown: per protocol (nets, steps, S, images) the paper's table with ours beside it and
+    the paired comparison against VHP + REWO, then every row of the CSV. ``per_image``: the
+    ``(index, log_px)`` of the rows that have them, by their ``KEY`` values."""
+    per_image = per_image or {}
     columns = list(DATASETS.values())
     protocols: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
     for r in rows:
@@ -283,8 +491,15 @@ def table(rows: list[dict[str, str]]) -> str:
         "(one row per finished run). The paper: gated-conv nets, S = 5000 importance samples, "
         "the full test set. Ours: one table per protocol; a cell is one run ± the standard "
         "error over the test images, or the mean ± std over seeds.",
+        "",
+        f"Paired: Δ NLL = NLL(model) − NLL({_label(REFERENCE)}) on each test image both runs "
+        "scored (same dataset, seed and source), averaged: > 0 means the model is worse than "
+        f"{_label(REFERENCE)}. ± is the standard error of that mean (std of the per-image Δ / "
+        "√n), the interval mean ± 1.96 s.e. (95 %, normal approximation), and *resolved* says "
+        "the interval excludes 0. A row without per-image values (older runs) is *unpaired*. "
+        "Over seeds: mean ± std over the seeds of the NLL and of the per-seed mean Δ.",
     ]
-    order = {k: i for i, k in enumerate(PAPER)}
+    order = _row_order(rows)
 
     def sort_key(kv: tuple[tuple[str, ...], Any]) -> tuple[str, float, str, str]:
         nets, steps, samples, images = kv[0]
@@ -299,15 +514,18 @@ def table(rows: list[dict[str, str]]) -> str:
             "| model | objective | " + " | ".join(f"{c}: paper | {c}: ours" for c in used) + " |",
             "|---|---|" + "---|---|" * len(used),
         ]
-        for key, (name, paper) in PAPER.items():
+        for key in _row_order(group):
             mine = [r for r in group if r["row"] == key]
+            if key not in PAPER and not mine:
+                continue
             objective = " / ".join(sorted({r["objective"] for r in mine})) or "—"
             cells = []
             for col in used:
-                ref = paper[columns.index(col)]
+                ref = f"{PAPER[key][1][columns.index(col)]:.2f}" if key in PAPER else "—"
                 found = [r for r in mine if r["dataset"] == col]
-                cells += [f"{ref:.2f}", _cell(found) if found else "not run"]
-            lines.append(f"| {name} | {objective} | " + " | ".join(cells) + " |")
+                cells += [ref, _cell(found) if found else "not run"]
+            lines.append(f"| {_label(key)} | {objective} | " + " | ".join(cells) + " |")
+        lines += _paired_lines(group, _paired(group, per_image))
     lines += [
         "",
         "## Every run",
@@ -316,12 +534,12 @@ def table(rows: list[dict[str, str]]) -> str:
         "| NLL | s.e. | S | images | wall time | source |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["nets"], order.get(r["row"], 99))):
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["nets"], order.index(r["row"]))):
         beta = f"{float(r['final_beta']):.3g}" if r.get("final_beta") else "—"
         se = f"{float(r['nll_se']):.2f}" if r.get("nll_se") else "—"
         wall = f"{float(r['wall_s']) / 60:.0f} min" if r.get("wall_s") else "—"
         lines.append(
-            f"| {PAPER[r['row']][0]} | {r['dataset']} | {r['nets']} | {r['objective']} | "
+            f"| {_label(r['row'])} | {r['dataset']} | {r['nets']} | {r['objective']} | "
             f"{r['seed']} | {r['epochs']} | {r['steps']} | {beta} | {r['switch_step'] or '—'} | "
             f"{float(r['nll']):.2f} | {se} | {r['samples']} | {r['images']} | {wall} | "
             f"{r['source']} |"
@@ -400,14 +618,16 @@ def plot_curves(curves: dict[str, Path], path: Path, title: str) -> None:
     data = {}
     for key, curve_csv in curves.items():
         rows = read_csv(curve_csv)
-        data[PAPER[key][0]] = {column: _column(rows, column) for column in columns}
+        data[_label(key)] = {column: _column(rows, column) for column in columns}
     save_figure(plot_training_curves(data, title), path, dpi=90)
 
 
 def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple[str, list[str]]:
-    """Collect ``paths`` into ``csv_path`` and each training run's curves into
-    ``<csv_path without .csv>/<group>_<row>.csv`` (never overwritten); with ``figures_dir``,
-    draw one figure per group from every curve file present. Returns the table and notes.
+    """Collect ``paths`` into ``csv_path``, each training run's curves into
+    ``<csv_path without .csv>/<group>_<row>.csv`` and each run's per-image log p(x) into
+    ``<csv_path without .csv>/<row id>_nll_per_image.csv`` (neither ever overwritten); with
+    ``figures_dir``, draw one figure per group from every curve file present. Returns the table
+    (paired against VHP + REWO where the per-image files are there) and notes.
 
     A ``csv_path`` that does not parse (``read_results``) is refused before anything is written.
     """
@@ -425,12 +645,16 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             "run `python -m vhp_lightning.train -m experiment=table2` first"
         )
     rows = read_results(csv_path, COLUMNS, KEY)
+    by_key = {_key(r): r for r in rows}
     curves_dir = csv_path.with_suffix("")
     for job, row in pairs:
         curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
         if row["source"] == "train" and not curve_csv.is_file():
             write_curves(job, curve_csv)
             notes.append(f"curves {curve_csv}")
+        kept, source = curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}", job / PER_IMAGE_FILE
+        if source.is_file() and not kept.is_file():
+            notes.append(keep_per_image(source, kept, by_key.get(_key(row))))
     if figures_dir is not None:
         groups: dict[str, dict[str, Path]] = {}
         titles: dict[str, str] = {}
@@ -441,7 +665,11 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
                 what = (row["dataset"], row["nets"], row["steps"], row["seed"])
                 titles[group_slug(row)] = "{}, {} nets, {} steps, seed {}".format(*what)
         for slug, curves in groups.items():
-            curves = {k: curves[k] for k in PAPER if k in curves}
+            curves = {k: curves[k] for k in _row_order(rows) if k in curves}
             plot_curves(curves, figures_dir / f"{slug}.png", titles[slug])
             notes.append(f"figure {figures_dir}/{slug}.png")
-    return table(rows), notes
+    per_image = {}
+    for row in rows:
+        if (kept := curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}").is_file():
+            per_image[_key(row)] = read_per_image(kept)
+    return table(rows, per_image), notes
