@@ -1,9 +1,13 @@
-"""Sweeps: the Optuna sweeper and the SLURM launcher configs compose (and Optuna runs) when the
-sweep extra is installed; the W&B runs of a multirun are named by their overrides and grouped by
-the sweep dir. Multirun logs per job: tests/test_train.py."""
+"""Sweeps: the Optuna sweeper and the SLURM and parallel launcher configs compose when the sweep
+extra is installed; the documented Optuna command runs with its sqlite storage and minimises
+`optimized_metric`; the parallel launcher runs the jobs of a multirun in worker processes; the
+W&B runs of a multirun are named by their overrides and grouped by the sweep dir. Without the
+sweep extra (CI installs `.[dev]` only) the plugin tests skip. Multirun logs per job:
+tests/test_train.py."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ def test_optuna_config_composes() -> None:
     assert cfg.hydra.sweeper.direction == "minimize"
     assert set(cfg.hydra.sweeper.params) == {"optim.kappa", "optim.optimizer.lr"}
     assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.optimized_metric == "val/loss"
 
 
 def test_slurm_launcher_config_composes() -> None:
@@ -41,15 +46,114 @@ def test_slurm_launcher_config_composes() -> None:
     assert launcher.partition == "gpu" and launcher.tasks_per_node == 1
 
 
-@pytest.mark.slow
-def test_optuna_runs_two_trials_and_minimises_val_loss(run_sweep, tmp_path: Path) -> None:
+def test_parallel_launcher_config_composes() -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    launcher = _compose("hydra/launcher=parallel").hydra.launcher
+    assert launcher._target_.endswith("joblib_launcher.JoblibLauncher")
+    assert launcher.n_jobs == -1  # one job per core
+    assert int(launcher.batch_size) == 1
+
+
+def _last_logged(csv_path: Path, key: str) -> float:
+    """The last value of ``key`` in a run's ``csv/metrics.csv``."""
+    with csv_path.open() as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)][-1]
+
+
+@pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2.x, SQLAlchemy 1.4
+def test_optuna_sqlite_storage_keeps_the_study(run_cli, tmp_path: Path) -> None:
+    """docs/cluster.md's `hparams_search=optuna hydra.sweeper.storage=sqlite:///optuna.db`: two
+    trials, each a complete run that returns val/loss; the same command again adds its trials to
+    the stored study. (optuna 2.10 under SQLAlchemy 2 ended here in an AssertionError: the sweep
+    extra pins sqlalchemy<2.)"""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    run_sweep("hparams_search=optuna", "hydra.sweeper.n_trials=2", "logger=csv", sweep_dir=tmp_path)
-    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    import optuna
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for sweep_dir, n_trials in ((first, 2), (second, 1)):
+        proc = run_cli(
+            "hparams_search=optuna",
+            "hydra.sweeper.storage=sqlite:///optuna.db",  # relative: in the command's folder
+            f"hydra.sweeper.n_trials={n_trials}",
+            "logger=csv",
+            f"hydra.sweep.dir={sweep_dir}",
+            cwd=tmp_path,
+            tiny=True,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    result = yaml.safe_load((first / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"optim.kappa", "optim.optimizer.lr"}
-    assert isinstance(result["best_value"], float)
-    assert (tmp_path / "0" / "csv" / "metrics.csv").is_file()
-    assert (tmp_path / "1" / "csv" / "metrics.csv").is_file()
+    returned = [_last_logged(first / j / "csv" / "metrics.csv", "val/loss") for j in ("0", "1")]
+    assert result["best_value"] == pytest.approx(min(returned))
+    study = optuna.load_study(study_name="vhp-kappa-lr", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # 2 + 1 added by the rerun
+    assert sorted(t.value for t in study.trials[:2]) == pytest.approx(sorted(returned))
+
+
+def test_optuna_minimises_optimized_metric(run_sweep, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    run_sweep(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "optimized_metric=val/loss_beta",
+        "logger=csv",
+        sweep_dir=tmp_path,
+    )
+    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    metrics = tmp_path / "0" / "csv" / "metrics.csv"
+    assert result["best_value"] == pytest.approx(_last_logged(metrics, "val/loss_beta"))
+    assert result["best_value"] != pytest.approx(_last_logged(metrics, "val/loss"))
+
+
+# A Hydra callback that records which process ran the sweep and which ran each job.
+PID_CALLBACK = """
+import os
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+
+class RecordPids(Callback):
+    def on_multirun_start(self, config, **kwargs):
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        Path(config.hydra.sweep.dir, "launcher.pid").write_text(str(os.getpid()))
+
+    def on_job_start(self, config, **kwargs):
+        Path(config.hydra.runtime.output_dir, "job.pid").write_text(str(os.getpid()))
+"""
+
+
+def test_parallel_launcher_runs_jobs_in_worker_processes(
+    run_sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "record_pids.py").write_text(PID_CALLBACK)
+    monkeypatch.setenv("PYTHONPATH", str(plugins))  # the sweep and its loky workers import it
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    run_sweep(
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "optim.kappa=0.02,0.05",
+        "test=false",
+        "+hydra.callbacks.pids._target_=record_pids.RecordPids",
+        sweep_dir=sweep_dir,
+    )
+    launcher = int((sweep_dir / "launcher.pid").read_text())
+    pids = []
+    for job, kappa in (("0", "0.02"), ("1", "0.05")):
+        run = sweep_dir / job
+        pids.append(int((run / "job.pid").read_text()))
+        assert f"optim.kappa={kappa}" in (run / ".hydra" / "overrides.yaml").read_text()
+        assert (run / ".hydra" / "config.yaml").is_file()
+        assert _last_logged(run / "csv" / "metrics.csv", "val/loss") > 0
+        log = (run / "train.log").read_text()
+        assert "torch: 1 CPU thread(s)" in log  # one thread per job
+        assert "Finished at step 4" in log
+    assert launcher not in pids and pids[0] != pids[1], (launcher, pids)
 
 
 def _wandb_records(path: Path) -> Iterator[Any]:
