@@ -335,18 +335,26 @@ def test_secrets_never_reach_saved_configs_checkpoints_or_logs(tmp_path) -> None
     }
 
 
-def test_torch_runtime_error_on_a_full_disk_is_one_clear_error(compose_cfg, good_ckpt, monkeypatch):
+@pytest.mark.parametrize(
+    "message",
+    [
+        "[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0: "
+        "PytorchStreamWriter failed writing file data/3: file write failed "
+        "(No space left on device)",
+        "[enforce fail at inline_container.cc:858] . unexpected pos 11534272 vs 11534160",
+    ],
+    ids=["file-write-failed", "unexpected-pos-only"],
+)
+def test_torch_runtime_error_on_a_full_disk_is_one_clear_error(
+    compose_cfg, good_ckpt, monkeypatch, message
+):
     """A real full disk reaches us as torch's RuntimeError (its stream writer), not as OSError:
     the same CheckpointError naming the file, no temp file, the previous last.ckpt intact."""
     before = good_ckpt.read_bytes()
 
     def disk_full(obj: object, f, *args: object, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
         f.write(b"PK\x03\x04 half a checkpoint")
-        raise RuntimeError(
-            "[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0: "
-            "PytorchStreamWriter failed writing file data/3: file write failed "
-            "(No space left on device)"
-        )
+        raise RuntimeError(message)
 
     monkeypatch.setattr(torch, "save", disk_full)
     run = good_ckpt.parents[1]
@@ -410,3 +418,35 @@ def test_a_nan_stop_says_truly_what_is_on_disk(run_cli, tmp_path, every) -> None
     else:
         last = run / "checkpoints" / "last.ckpt"
         assert f"The last good state is {last} (step 1): resume with ckpt_path={last}" in text
+
+
+BAD_INPUTS = [
+    (["optim.kappa=abc"], "optim.kappa: input should be a valid number"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 trains nothing"),
+    (["dataset.n_val=0"], "dataset.n_val=0: the validation split must hold at least one"),
+    (["hydra.run.dir=" + "r" * 300], "has 300 bytes, more than the 255 a file system allows"),
+    (["hydra.run.dir=a_file/run"], "a_file is a file, not a folder"),
+    (
+        ["callbacks.model_checkpoint.every_n_epochs=5"],
+        "sets every_n_train_steps and every_n_epochs: Lightning saves on one cadence",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[a[0][:30] for a, _ in BAD_INPUTS])
+def test_a_bad_input_is_refused_early_in_one_message(run_cli, tmp_path, args, message) -> None:
+    """Refused before torch and Lightning are imported (``-X importtime`` lists every import),
+    with the message and no traceback, exit status 1, and no run dir contents."""
+    (tmp_path / "a_file").write_text("x")
+    env_args = ["-X", "importtime", "-m", "vhp_lightning.train", *args]
+    proc = subprocess.run(
+        [sys.executable, *env_args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-2000:]
+    assert message in out
+    assert "Traceback" not in out
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "pytorch_lightning" not in imported
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("config.yaml"))

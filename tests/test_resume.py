@@ -420,3 +420,81 @@ def test_a_moved_run_dir_resumes_with_its_history(compose_cfg, tmp_path) -> None
     shutil.rmtree(first)
     train(compose_cfg(*RUN, f"trainer.max_steps={2 * N}", "resume=true", run_dir=moved))
     assert [int(r["step"]) for r in _rows(moved) if r.get("rewo/beta")] == list(range(2 * N))
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run dir but its lock, with its bytes."""
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
+
+
+def test_a_refused_command_changes_nothing_in_the_run_dir(run_cli, tmp_path) -> None:
+    """The real command line (Hydra writes its record before the job starts): a refused fresh
+    run into a used run dir, a refused resume with another config (`+table1=geco` into a REWO
+    run, another lr) and a refused second process leave .hydra/, train.log, metrics.csv and the
+    checkpoint byte for byte as they were."""
+    run = tmp_path / "run"
+    base = ["callbacks=default", "~callbacks.progress_bar", "callbacks.figures=null",
+            "test=false", f"hydra.run.dir={run}"]  # fmt: skip
+    from tests.conftest import TINY_CLI
+
+    tiny = [a for a in TINY_CLI if a != "callbacks=none"]
+    first = run_cli(*tiny, *base, "+table1=rewo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _snapshot(run)
+    assert {".hydra/config.yaml", ".hydra/overrides.yaml", "train.log"} <= set(before)
+    refused = [
+        run_cli(*tiny, *base, "+table1=rewo", cwd=tmp_path),  # fresh run into a used run dir
+        run_cli(*tiny, *base, "+table1=geco", "resume=true", cwd=tmp_path),
+        run_cli(*tiny, *base, "optim.optimizer.lr=0.01", "resume=true", cwd=tmp_path),
+    ]
+    assert [p.returncode for p in refused] == [1, 1, 1]
+    assert "already holds checkpoints" in refused[0].stdout + refused[0].stderr
+    assert "refusing to resume" in refused[1].stdout + refused[1].stderr
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        locked = run_cli(*tiny, *base, "+table1=rewo", "resume=true", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert locked.returncode == 1 and "is in use" in locked.stdout + locked.stderr
+    assert _snapshot(run) == before
+
+
+def test_extending_a_finished_run_equals_a_straight_run_with_validation(
+    compose_cfg, tmp_path
+) -> None:
+    """A run that ended mid-epoch at max_steps = 20 (8 steps per epoch), extended to 36 with
+    validation after every epoch and every 3rd: the same validation steps, epochs and weights as
+    a straight 36-step run (Lightning counts the cut epoch as completed; the resume continues it).
+    """
+    for every in (1, 3):
+        run, straight = tmp_path / f"run{every}", tmp_path / f"straight{every}"
+        args = [*RUN, f"trainer.check_val_every_n_epoch={every}"]
+        train(compose_cfg(*args, "trainer.max_steps=20", run_dir=run))
+        train(compose_cfg(*args, "trainer.max_steps=36", "resume=true", run_dir=run))
+        train(compose_cfg(*args, "trainer.max_steps=36", run_dir=straight))
+        val = [(r["step"], r["epoch"], r["val/loss"]) for r in _rows(run) if r.get("val/loss")]
+        want = [
+            (r["step"], r["epoch"], r["val/loss"]) for r in _rows(straight) if r.get("val/loss")
+        ]
+        assert val == want and len(want) >= 36 // (8 * every)
+        a = load_checkpoint(run / "checkpoints" / "last.ckpt")
+        b = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+        assert a["epoch"] == b["epoch"]
+        assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+
+
+def test_a_resume_that_changes_the_numbers_is_announced(compose_cfg, tmp_path, caplog) -> None:
+    run = tmp_path / "run"
+    train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=run))
+    with caplog.at_level("WARNING"):
+        train(compose_cfg(*RUN, "trainer.max_steps=8", "num_threads=2", "resume=true", run_dir=run))
+    assert "Resuming with num_threads: checkpoint 1, now 2: allowed, but" in caplog.text

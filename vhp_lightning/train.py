@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import logging.handlers
 import netrc
 import os
 import signal
@@ -26,9 +27,9 @@ import socket
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import hydra
 import yaml
@@ -75,25 +76,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint dirs are checked writable (``RunDirError``).
     """
     validate(cfg)
-    log.info(configure_torch(cfg.get("num_threads", 1), cfg.get("flush_denormal", True)))
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if run_dir is not None:
         _check_writable(run_dir)
-    with _run_dir_lock(run_dir):
-        return _train(cfg, run_dir)
+    with _run_dir_lock(run_dir), _log_file(run_dir) as accept:
+        log.info(configure_torch(cfg.get("num_threads", 1), cfg.get("flush_denormal", True)))
+        return _train(cfg, run_dir, accept)
 
 
-def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
+def _train(
+    cfg: DictConfig, run_dir: Path | None, accept: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ProgressBar
 
     from vhp_lightning.callbacks.run_state import AppendingCSVLogger, LogHistory
     from vhp_lightning.datamodules.resumable import resumable_train_loader
-    from vhp_lightning.io.checkpoint import AtomicCheckpointIO, check_compatible, load_checkpoint
+    from vhp_lightning.io.checkpoint import (
+        AtomicCheckpointIO,
+        check_compatible,
+        load_checkpoint,
+        numeric_changes,
+    )
     from vhp_lightning.io.trusted_state import check_optimizer_state, trusted_resume_state
     from vhp_lightning.module import VHPModule
 
-    _redact_saved_config()
     ckpt_path = resolve_ckpt_path(cfg)
     if run_dir is not None:
         _check_writable(checkpoint_dir(cfg))
@@ -116,7 +123,17 @@ def _train(cfg: DictConfig, run_dir: Path | None) -> dict[str, float]:
         check_compatible(ckpt, config, module.state_dict(), path=ckpt_path)  # type: ignore[arg-type]
         trusted_resume_state(ckpt, path=str(ckpt_path))
         check_optimizer_state(ckpt, module.configure_optimizers(), path=str(ckpt_path))
+        changed = numeric_changes(ckpt.get("vhp_config") or {}, config)
+        if changed:
+            log.warning(
+                "Resuming with %s: allowed, but the run is then no longer bitwise equal to an "
+                "uninterrupted one (float sums in another order). Keep the checkpoint's values "
+                "for an exact resume.",
+                "; ".join(changed),
+            )
         del ckpt
+    _write_run_record(cfg, run_dir)  # accepted: only now does the run dir's record change
+    accept()  # ... and its train.log
     loggers = instantiate_group(OmegaConf.create(config.get("logger") or {}))  # no secrets
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag wins over a configured bar
@@ -292,20 +309,56 @@ def _check_writable(folder: Path) -> None:
         ) from err
 
 
-def _redact_saved_config() -> None:
-    """Rewrite Hydra's ``.hydra/{config,overrides,hydra}.yaml`` with secret values redacted."""
-    if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
+RECORD = ".hydra"  # the run's record: config.yaml, hydra.yaml, overrides.yaml (Hydra's layout)
+
+
+def _write_run_record(cfg: DictConfig, run_dir: Path | None) -> None:
+    """Write ``<run dir>/.hydra/{config,hydra,overrides}.yaml``, secrets redacted, once the run
+    has been accepted (lock taken, checkpoint and config checked). Hydra's own copy is turned
+    off (``hydra.output_subdir: null`` in train.yaml): it is written before the task starts, so a
+    refused command would have rewritten the record of the run it was refused for."""
+    if run_dir is None or not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    folder = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)
-    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        data = yaml.safe_load(path.read_text())
-        clean = redact(data)
-        if clean != data:
-            write_text(path, yaml.safe_dump(clean, sort_keys=False))
+    files = {
+        "config.yaml": OmegaConf.to_container(cfg, resolve=False),
+        "hydra.yaml": {"hydra": OmegaConf.to_container(hydra_cfg, resolve=False, enum_to_str=True)},
+        "overrides.yaml": list(hydra_cfg.overrides.task),
+    }
+    for name, data in files.items():
+        write_text(run_dir / RECORD / name, yaml.safe_dump(redact(data), sort_keys=False))
+
+
+@contextlib.contextmanager
+def _log_file(run_dir: Path | None) -> Iterator[Callable[[], None]]:
+    """Yield ``accept()``: until it is called the run's log lines are held in memory; then they
+    and all later ones go to ``<run dir>/train.log`` (appending). A refused command (a second
+    process, a used run dir, a resume with another config) never writes into a run's log."""
+    if run_dir is None or not HydraConfig.initialized():
+        yield lambda: None
+        return
+    root = logging.getLogger()
+    held = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+    root.addHandler(held)
+    handlers: list[logging.Handler] = [held]
+
+    def accept() -> None:
+        if len(handlers) > 1:
+            return
+        file = logging.FileHandler(run_dir / "train.log", mode="a")
+        file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        held.setTarget(file)
+        held.flush()
+        root.removeHandler(held)
+        root.addHandler(file)
+        handlers.append(file)
+
+    try:
+        yield accept
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -478,6 +531,8 @@ SWEEP_PLUGINS = {
     "hparams_search=optuna": "hydra_plugins.hydra_optuna_sweeper",
     "hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
     "hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
+    "hydra/launcher=parallel": "hydra_plugins.hydra_joblib_launcher",
+    "hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
 }
 
 
@@ -520,11 +575,49 @@ def _last_good_state(cfg: DictConfig) -> str:
     return f"The last good state is {last} (step {step}): resume with ckpt_path={last}."
 
 
+def _refuse(err: BaseException) -> NoReturn:
+    """A refused command: its one-line reason (no traceback), exit status 1."""
+    log.error(str(err))
+    sys.exit(1)
+
+
+def check_run_dir_overrides(argv: list[str]) -> str | None:
+    """The message for a ``hydra.run.dir=`` / ``hydra.sweep.dir=`` that Hydra could not create
+    (a name longer than the file system allows, a path through a file), else ``None``: checked
+    before Hydra makes the folder, which would fail with a raw traceback."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        path = Path(value).expanduser()
+        for part in path.parts:
+            if len(os.fsencode(part)) > 255:
+                return (
+                    f"{key}={value[:60]}...: the folder name {part[:40]!r}... has "
+                    f"{len(os.fsencode(part))} bytes, more than the 255 a file system allows. "
+                    f"Choose a shorter {key}."
+                )
+        for parent in [path, *path.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    return (
+                        f"{key}={value}: {parent} is a file, not a folder. Choose another "
+                        f"{key} (or move the file)."
+                    )
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    return (
+                        f"{key}={value}: cannot create folders in {parent} (not writable). "
+                        f"Choose a writable {key}."
+                    )
+                break
+    return None
+
+
 def main() -> Any:
     """``vhp-train`` / ``python -m vhp_lightning.train``: checks that a chosen sweep plugin is
-    installed, then runs the Hydra entry point ``hydra_main``."""
+    installed and that the run dir can be made, then runs the Hydra entry point ``hydra_main``."""
     os.environ["MPLBACKEND"] = "Agg"  # figures are written to files, never shown
-    error = _missing_plugin(sys.argv[1:])
+    error = _missing_plugin(sys.argv[1:]) or check_run_dir_overrides(sys.argv[1:])
     if error:
         sys.exit(error)
     return hydra_main()
@@ -532,19 +625,28 @@ def main() -> Any:
 
 @hydra.main(version_base="1.3", config_path="pkg://vhp_lightning.conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val/loss (the beta = 1 bound -ELBO on the validation split,
-    whatever beta the scheme reached) so sweepers (Optuna) can minimise it. A SIGTERM exits with
-    status 143: during training after the checkpoint (resume it), during the end-of-run
+    """Hydra entry point; returns ``optimized_metric`` (default val/loss: the beta = 1 bound -ELBO
+    on the validation split, whatever beta the scheme reached) for sweepers (Optuna). A SIGTERM
+    exits with status 143: during training after the checkpoint (resume it), during the end-of-run
     evaluation with a message that the checkpoint is complete and how to evaluate it."""
+    sys.argv[1:] = [redact_override(a) for a in sys.argv[1:]]  # W&B records the command line
+    try:  # the checks that need no torch: a wrong value is refused in about a second
+        validate(cfg)
+        _check_wandb(cfg)
+        _absolute_data_paths(cfg)
+    except (ValueError, TypeError, WandbLoginError) as err:
+        _refuse(err)
+    from hydra.errors import InstantiationException
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from vhp_lightning.io.checkpoint import CheckpointError
+    from vhp_lightning.io.instantiate import UnsafeConfigError
     from vhp_lightning.module import EvaluationInterrupted, NonFiniteLossError
 
-    sys.argv[1:] = [redact_override(a) for a in sys.argv[1:]]  # W&B records the command line
-    _check_wandb(cfg)
-    _absolute_data_paths(cfg)
     try:
         metrics = train(cfg)
+    except (CheckpointError, RunDirError, UnsafeConfigError, InstantiationException) as err:
+        _refuse(err)
     except EvaluationInterrupted as stop:
         log.error(_evaluation_stopped(cfg, stop))
         sys.exit(128 + stop.signum)
@@ -559,7 +661,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     note = _nll_note(cfg, metrics)
     if note:
         log.info(note)
-    return metrics.get("val/loss")
+    key = cfg.get("optimized_metric", "val/loss")  # what a sweeper (Optuna) minimises
+    if key not in metrics:
+        log.warning(f"optimized_metric={key} was not logged; logged: {', '.join(sorted(metrics))}")
+    return metrics.get(key)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ def _write(checkpoint: dict[str, Any], f: Any) -> None:
     torch.save(checkpoint, f)
 
 
+# The file through which Lightning's ddp_spawn launcher hands the trained weights from rank 0 back
+# to the main process (written, read and removed by the launcher within one run).
+SPAWN_HANDOFF = ".temp.ckpt"
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """The trainer's checkpoint I/O: atomic writes, trusted loads, deletions only of its own files.
 
@@ -54,7 +59,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         from vhp_lightning.io.trusted_state import trusted_resume_state
 
-        return trusted_resume_state(load_checkpoint(path), path=str(path))
+        if Path(path).name == SPAWN_HANDOFF:  # the weights a ddp_spawn worker hands back
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        ckpt = trusted_resume_state(load_checkpoint(path), path=str(path))
+        continue_cut_epoch(ckpt)
+        return ckpt
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
         target = Path(str(path))
@@ -64,7 +73,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             and resolved.suffix == ".ckpt"
             and target.is_file()
             and not target.is_symlink()
-            and (self.root is None or resolved.parent == self.root)
+            and (self.root is None or resolved.parent == self.root or target.name == SPAWN_HANDOFF)
         )
         if not ok:
             log.warning(
@@ -152,6 +161,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ckpt
 
 
+def continue_cut_epoch(ckpt: dict[str, Any]) -> bool:
+    """Make a checkpoint written when ``max_steps`` ended training in the middle of an epoch
+    resume *that* epoch, as one written mid-epoch (SIGTERM, the step cadence) does.
+
+    Lightning counts the cut epoch as completed when fit ends, while the train loader's state
+    holds its remaining batches: a run extended with a larger ``trainer.max_steps`` would number
+    every later epoch one higher than a straight run, so ``check_val_every_n_epoch`` would
+    validate after other steps (and validation draws from the global RNG). The epoch counters go
+    back by one; the batch counters and the loader state are left as written. True if changed.
+    """
+    fit = (ckpt.get("loops") or {}).get("fit_loop") or {}
+    epochs, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+    if not isinstance(epochs, dict) or not isinstance(batches, dict):
+        return False
+    total, current = epochs.get("total") or {}, batches.get("current") or {}
+    cut = (
+        not batches.get("is_last_batch", True)
+        and current.get("completed", 0) > 0
+        and total.get("completed") == total.get("started")
+        and total.get("processed") == total.get("started")
+        and total.get("completed", 0) > 0
+    )
+    if not cut:
+        return False
+    for part in ("total", "current"):
+        for key in ("completed", "processed"):
+            epochs[part][key] -= 1
+    ckpt["epoch"] = max(0, int(ckpt.get("epoch", 1)) - 1)
+    return True
+
+
 # The layout of the checkpoints this version writes (``vhp_format``; docs/reliability.md): one
 # optimiser with a theta/phi and a Theta/Phi parameter group, torchdata's loader state, the
 # beta-scheme's state under its class name. Checkpoints of this layout written before the key
@@ -194,6 +234,7 @@ def check_format(ckpt: Mapping[str, Any], path: str = "checkpoint") -> None:
 # would silently keep the old values while the run's stored config claimed the new ones.
 RESUME_MAY_CHANGE: tuple[str, ...] = (
     "ckpt_path",
+    "optimized_metric",
     "resume",
     "test",
     "nll_samples",
@@ -229,6 +270,26 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "dataset.eval_batch_size",
     "dataset.download",
 )
+
+
+# Of the keys a resume may change, those that change the numbers (the order of float sums, a
+# compiled graph, denormals, the device): a resume that changes one is announced, since it is then
+# no longer bitwise equal to an uninterrupted run.
+RESUME_CHANGES_NUMBERS: tuple[str, ...] = (
+    "num_threads",
+    "compile",
+    "flush_denormal",
+    "trainer.accelerator",
+)
+
+
+def numeric_changes(stored: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """``key: checkpoint A, now B`` for each ``RESUME_CHANGES_NUMBERS`` key that differs."""
+    return [
+        d
+        for d in _diff(stored, config, "")
+        if any(d.split(":", 1)[0] == k for k in RESUME_CHANGES_NUMBERS)
+    ]
 
 
 # The keys the model's nets are read from (`model.encoder: ${paper.nets.encoder}`; in run configs

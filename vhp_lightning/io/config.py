@@ -73,6 +73,25 @@ def validate(cfg: DictConfig) -> None:
         check_run_config(cfg)  # types and ranges of the keys set by hand most often
         check_nets(cfg)
         check_checkpoint_cadence(cfg)
+        check_nothing_empty(cfg)
+
+
+def check_nothing_empty(cfg: DictConfig) -> None:
+    """Refuse a run that would train nothing or have nothing to validate on, before it starts
+    (it would otherwise exit 0 with no checkpoint, or fail at the end of fit)."""
+    if cfg.trainer.get("max_steps") == 0:
+        raise ValueError(
+            "trainer.max_steps=0 trains nothing (and writes no checkpoint). Give a step count "
+            ">= 1, or -1 to train for trainer.max_epochs epochs."
+        )
+    n_val = cfg.dataset.get("n_val")
+    if isinstance(n_val, int) and not isinstance(n_val, bool) and n_val < 1:
+        raise ValueError(
+            f"dataset.n_val={n_val}: the validation split must hold at least one example "
+            "(validation, the end-of-run figures and val/loss use it). Give dataset.n_val >= 1; "
+            "to skip validation during training set trainer.check_val_every_n_epoch to a large "
+            "number."
+        )
 
 
 def check_checkpoint_cadence(cfg: DictConfig) -> None:
