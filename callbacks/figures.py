@@ -299,7 +299,7 @@ def _checked_rows(state: Any, key: str, kind: type) -> list[Any]:
     from vhp_lightning.io.checkpoint import CheckpointError
     from vhp_lightning.io.trusted_state import FIX
 
-    rows = state.get(key, []) if isinstance(state, dict) else None
+    rows: Any = state.get(key, []) if isinstance(state, dict) else None
     ok = isinstance(rows, list)
     for row in rows if ok else []:
         values = row.values() if isinstance(row, dict) else row

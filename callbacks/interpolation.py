@@ -50,7 +50,7 @@ class InterpolationAnalysis(Callback):
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}. Choose one of: {', '.join(SPLITS)}.")
         self.dirpath, self.split, self.seed = Path(dirpath), split, int(seed)
-        self.kwargs = dict(
+        self.kwargs: dict[str, Any] = dict(
             n_nodes=int(n_nodes),
             n_neighbors=int(n_neighbors),
             n_graphs=int(n_graphs),

@@ -90,7 +90,7 @@ class CheckedStatefulDataLoader(StatefulDataLoader):
 
         try:
             check_like(state_dict, self.state_dict(), "the train loader's state")
-            limit = max(len(self.dataset), len(self))  # type: ignore[arg-type]
+            limit = max(len(self.dataset), len(self))
             for key, value in _counts(state_dict):
                 if value > limit:
                     raise UntrustedStateError(

@@ -66,7 +66,7 @@ def trusted_resume_state(ckpt: dict[str, Any], path: str = "checkpoint") -> dict
     if callbacks is not None and not isinstance(callbacks, dict):
         raise CheckpointError(f"{path}: 'callbacks' is a {type(callbacks).__name__}, not a dict")
     for key in [k for k in callbacks or {} if str(k).startswith("ModelCheckpoint")]:
-        del callbacks[key]  # its paths would be deleted or overwritten by this run
+        del callbacks[key]  # type: ignore[union-attr]  # its paths: deleted or overwritten
         dropped.append(f"callbacks[{key!r}]")
     if dropped:
         log.info("Not restored from %s (not state this run needs): %s", path, ", ".join(dropped))

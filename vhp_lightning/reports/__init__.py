@@ -59,11 +59,11 @@ def read_results(path: Path, columns: Sequence[str], key: Sequence[str]) -> list
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise refuse(line, "not UTF-8 text", "save it as UTF-8") from e
     lines = text.splitlines()
-    for n, line in enumerate(lines, 1):
-        if line.startswith(CONFLICT_MARKERS):
+    for n, text_line in enumerate(lines, 1):
+        if text_line.startswith(CONFLICT_MARKERS):
             raise refuse(
                 n,
-                f"a merge-conflict marker `{line[:7]}`",
+                f"a merge-conflict marker `{text_line[:7]}`",
                 "resolve the conflict (keep the rows of one side, delete the marker lines)",
             )
     if not text.strip():
@@ -93,8 +93,8 @@ def read_results(path: Path, columns: Sequence[str], key: Sequence[str]) -> list
             if not fields:  # a blank line
                 continue
             if len(fields) != len(header):
-                line = lines[reader.line_num - 1] if reader.line_num <= len(lines) else ""
-                semicolon = " (';' separators?)" if ";" in line else ""
+                raw = lines[reader.line_num - 1] if reader.line_num <= len(lines) else ""
+                semicolon = " (';' separators?)" if ";" in raw else ""
                 raise refuse(
                     reader.line_num,
                     f"{len(fields)} field(s){semicolon}, the header has {len(header)}",

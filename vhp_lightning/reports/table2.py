@@ -652,9 +652,9 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
         if row["source"] == "train" and not curve_csv.is_file():
             write_curves(job, curve_csv)
             notes.append(f"curves {curve_csv}")
-        kept, source = curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}", job / PER_IMAGE_FILE
-        if source.is_file() and not kept.is_file():
-            notes.append(keep_per_image(source, kept, by_key.get(_key(row))))
+        copy, source = curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}", job / PER_IMAGE_FILE
+        if source.is_file() and not copy.is_file():
+            notes.append(keep_per_image(source, copy, by_key.get(_key(row))))
     if figures_dir is not None:
         groups: dict[str, dict[str, Path]] = {}
         titles: dict[str, str] = {}
@@ -670,6 +670,6 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             notes.append(f"figure {figures_dir}/{slug}.png")
     per_image = {}
     for row in rows:
-        if (kept := curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}").is_file():
-            per_image[_key(row)] = read_per_image(kept)
+        if (stored := curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}").is_file():
+            per_image[_key(row)] = read_per_image(stored)
     return table(rows, per_image), notes
