@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.test_cmu_mocap import write_cmu_fixture
 from tests.test_datamodules_images import write_idx_set, write_omniglot, write_static_npz
@@ -15,31 +16,90 @@ from vhp_lightning.datamodules.cmu_mocap import DEFAULT_MOTIONS
 from vhp_lightning.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("dataset", "paper/nets", "model", "optim", "trainer", "logger", "callbacks", "experiment")
-
-# Small-but-real settings for options outside the pendulum + MLP nets default.
-FAST = ["paper.n_importance=2", "trainer.enable_progress_bar=false", "callbacks=none"]
-IMAGE_DATA = ["dataset.verify=false", "dataset.batch_size=8", "dataset.eval_batch_size=8"]
-PENDULUM_SMALL = [
-    "dataset.n_samples=200", "dataset.n_val=50", "dataset.n_test=50",
-    "dataset.batch_size=8", "dataset.eval_batch_size=8",
-]  # fmt: skip
-# Datasets read from the fixtures under image_root (CMU motions, 64x64 images), small batches;
-# and the experiments built on them.
-FIXTURE_DATA = {
-    "cmu_mocap": ["dataset.batch_size=8", "dataset.eval_batch_size=8"],
-    "image_folder": ["dataset.batch_size=4", "dataset.eval_batch_size=4"],
-    "shapes64": ["dataset.n_samples=40", "dataset.batch_size=4", "dataset.eval_batch_size=4"],
-}
-FIXTURE_EXPERIMENTS = {
-    "cmu_interpolation": FIXTURE_DATA["cmu_mocap"],
-    "faces_interpolation": FIXTURE_DATA["image_folder"],  # reads ${data_dir}/image_folder
-    "pendulum_interpolation": PENDULUM_SMALL,
-}
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _defaults(path: Path) -> list:
+    return _yaml(path).get("defaults") or []
+
+
+def discover_groups() -> list[str]:
+    """The config groups a user picks an option of, read from conf/: the groups of
+    conf/train.yaml's defaults list, and the subgroups their options select (``paper/nets``,
+    ``optim/optimizer``, ...). Left out: a group chosen by interpolation (``paper: ${dataset}``
+    follows the dataset) and ``hparams_search`` (a sweeper: tests/test_sweeps.py runs it)."""
+    groups = []
+    for entry in _defaults(CONF / "train.yaml"):
+        if not isinstance(entry, dict):
+            continue
+        (key, value), *_ = entry.items()
+        if key.startswith("override ") or key == "hparams_search":
+            continue
+        if not (isinstance(value, str) and "${" in value):
+            groups.append(key)
+        for option in sorted((CONF / key).glob("*.yaml")):  # subgroups, e.g. paper/nets
+            for sub in _defaults(option):
+                if isinstance(sub, dict):
+                    name = next(iter(sub)).split("@")[0]
+                    if (CONF / key / name).is_dir() and f"{key}/{name}" not in groups:
+                        groups.append(f"{key}/{name}")
+    return groups
+
+
+GROUPS = tuple(discover_groups())
+# Small-but-real settings for options outside the pendulum + MLP nets default.
+FAST = ["paper.n_importance=2", "trainer.enable_progress_bar=false", "callbacks=none"]
+IMAGE_DATA = ["dataset.verify=false", "dataset.batch_size=8", "dataset.eval_batch_size=8"]
+# A dataset runs with its own yaml, each of these keys it has made small (generated data keeps
+# n_val/n_test images of n_samples; a dataset read from files gets the fixtures of image_root).
+SMALL_DATA = {
+    "n_samples": 200,
+    "n_val": 10,
+    "n_test": 50,
+    "batch_size": 4,
+    "eval_batch_size": 8,
+    "verify": "false",
+    "download": "false",
+    "max_images": "null",
+}
+# Datasets read from files under ${data_dir}: the fixture image_root writes each (its writer and
+# folder); test_every_dataset_read_from_files_has_a_fixture checks them against conf/dataset/.
+FILE_FIXTURES = {
+    "mnist": "write_idx_set(root, 'mnist')",
+    "fashion_mnist": "write_idx_set(root, 'fashion_mnist')",
+    "mnist_static": "write_static_npz(root)",
+    "omniglot": "write_omniglot(root, ...)",
+    "cmu_mocap": "write_cmu_fixture(root / 'cmu_mocap', ...)",
+    "image_folder": "write_image_folder(root / 'image_folder', ...)",
+}
+
+
+def reads_files(dataset: str) -> bool:
+    """Whether conf/dataset/<dataset>.yaml reads files under ``${data_dir}``."""
+    return "${data_dir}" in (CONF / "dataset" / f"{dataset}.yaml").read_text()
+
+
+def dataset_overrides(dataset: str, image_root: Path) -> list[str]:
+    """The small settings of ``dataset``, derived from the keys of its own yaml (SMALL_DATA),
+    with ``data_dir`` pointing at the fixtures if it reads files."""
+    own = _yaml(CONF / "dataset" / f"{dataset}.yaml")
+    small = [f"dataset.{k}={v}" for k, v in SMALL_DATA.items() if k in own]
+    return [f"data_dir={image_root}"] * reads_files(dataset) + small
+
+
+def chosen_dataset(compose_cfg, override: str) -> str:
+    """The dataset ``override`` (e.g. ``experiment=table2``) selects, as Hydra composes it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    compose_cfg(override, tiny=False)
+    return HydraConfig.get().runtime.choices["dataset"]
 
 
 ALL = [(g, o) for g in GROUPS for o in options(g)]
@@ -47,7 +107,7 @@ ALL = [(g, o) for g in GROUPS for o in options(g)]
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MNIST, Fashion-MNIST, static MNIST and Omniglot fixtures in the staged layout."""
+    """The files of every dataset in FILE_FIXTURES, tiny, in the staged layout."""
     root = tmp_path_factory.mktemp("images")
     write_idx_set(root, "mnist")
     write_idx_set(root, "fashion_mnist")
@@ -58,27 +118,22 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def overrides_for(group: str, option: str, image_root: Path) -> tuple[list[str], bool]:
-    """(overrides, use the tiny pendulum preset) for running ``group=option``."""
-    if group == "dataset" and option in FIXTURE_DATA:
-        return [f"data_dir={image_root}", *FIXTURE_DATA[option], *FAST], False
-    if group == "experiment" and option in FIXTURE_EXPERIMENTS:
-        fast = ["paper.n_importance=2", "trainer.enable_progress_bar=false"]
-        return [f"data_dir={image_root}", *FIXTURE_EXPERIMENTS[option], *fast], False
-    if group == "experiment" and option.startswith("table2"):
-        # Table 2 runs (gated-conv nets on the MNIST family) on tiny generated IDX/npz fixtures
-        n_val = [] if "mnist_static" in option else ["dataset.n_val=10"]
-        return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST, "trainer.max_steps=2"], False
-    if group == "trainer" and option in ("gpu", "ddp"):
+def overrides_for(compose_cfg, group: str, option: str, image_root: Path) -> tuple[list[str], bool]:
+    """(overrides, use the tiny pendulum preset) for running ``group=option``: an option that
+    brings its own dataset or nets (a dataset, an experiment, a set of nets) runs with that
+    dataset's small settings (``dataset_overrides``); any other with the tiny pendulum preset."""
+    if group == "trainer":
         # no GPU here: the same strategy on CPU (trainer=ddp spawns 2 gloo processes)
         return ["trainer.accelerator=cpu"], True
-    if group == "dataset" and option != "pendulum":
-        n_val = [] if option == "mnist_static" else ["dataset.n_val=10"]
-        return [f"data_dir={image_root}", *IMAGE_DATA, *n_val, *FAST], False
-    if group == "paper/nets" and option != "mlp":
-        return [*PENDULUM_SMALL, *FAST], False  # the conv nets adapt to 16x16 images
+    if group == "dataset":
+        return [*dataset_overrides(option, image_root), *FAST], False
     if group == "experiment":
-        return ["trainer.max_steps=20"], True
+        data = dataset_overrides(chosen_dataset(compose_cfg, f"experiment={option}"), image_root)
+        # the experiment's own callbacks run too
+        return [*data, "paper.n_importance=2", "trainer.enable_progress_bar=false"], False
+    if group.startswith("paper/"):
+        # the nets of the tiny preset are MLPs; conv nets adapt to the pendulum's 16x16 images
+        return [*dataset_overrides("pendulum", image_root), *FAST], False
     return [], True
 
 
@@ -89,9 +144,10 @@ TABLE2_ROWS = options("table2")
 def test_table2_row_trains_and_scores_at_the_cpu_protocol(
     compose_cfg, image_root: Path, row: str
 ) -> None:
-    extra, _ = overrides_for("experiment", "table2", image_root)
+    extra = [f"data_dir={image_root}", *IMAGE_DATA, "dataset.n_val=10", *FAST]
     cfg = compose_cfg(
-        "experiment=table2", f"+table2={row}", *extra, "trainer.limit_val_batches=1",
+        "experiment=table2", f"+table2={row}", *extra, "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "test_nll_images=3", "nll_samples=4", tiny=False,
     )  # fmt: skip
     metrics = train(cfg)
@@ -100,15 +156,26 @@ def test_table2_row_trains_and_scores_at_the_cpu_protocol(
 
 
 def test_every_group_has_options() -> None:
+    assert {"dataset", "model", "optim", "trainer", "paper/nets", "experiment"} <= set(GROUPS)
     for group in GROUPS:
         assert options(group), f"conf/{group}/ has no options"
+
+
+def test_every_dataset_read_from_files_has_a_fixture() -> None:
+    """A new dataset that reads ${data_dir} needs tiny files to run here; one generated in
+    memory (as the pendulum) runs from its yaml alone."""
+    reading = {name for name in options("dataset") if reads_files(name)}
+    assert reading == set(FILE_FIXTURES), (
+        f"add a writer of tiny files to image_root and FILE_FIXTURES for: "
+        f"{sorted(reading - set(FILE_FIXTURES))}; drop {sorted(set(FILE_FIXTURES) - reading)}"
+    )
 
 
 @pytest.mark.parametrize("group,option", ALL, ids=[f"{g}={o}" for g, o in ALL])
 def test_option_composes_and_runs_fast_dev_run(
     compose_cfg, image_root: Path, group: str, option: str
 ) -> None:
-    extra, tiny = overrides_for(group, option, image_root)
+    extra, tiny = overrides_for(compose_cfg, group, option, image_root)
     cfg = compose_cfg(f"{group}={option}", *extra, "trainer.fast_dev_run=true", tiny=tiny)
     metrics = train(cfg)
     # The step really trained: a finite training loss, and the scheme's beta in its range.
@@ -143,8 +210,6 @@ def test_mnist_command_is_the_paper_mnist_setting(compose_cfg) -> None:
 
 def test_datasets_describe_data_and_select_their_paper_settings(compose_cfg) -> None:
     """A dataset config holds the data only; conf/paper/<dataset>.yaml holds App. F's settings."""
-    import yaml
-
     assert options("paper") == options("dataset")
     for name in options("dataset"):
         data = yaml.safe_load((CONF / "dataset" / f"{name}.yaml").read_text())

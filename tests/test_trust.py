@@ -1,5 +1,6 @@
-"""Opening a checkpoint runs and writes nothing: the explicit ``_target_`` allow-list
-(``vhp_lightning.io.instantiate``) holds exactly the classes of ``conf/`` and no function."""
+"""Opening a checkpoint runs and writes nothing: the ``_target_`` allow-list
+(``vhp_lightning.io.instantiate``) is derived from the classes of ``conf/``, admits the user's
+own classes only when named (``VHP_TRUSTED_TARGETS``, ``trusted=``), and never a function."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from tests.test_api import write_checkpoint
 from vhp_lightning.api import load
 from vhp_lightning.io.checkpoint import CheckpointError
 from vhp_lightning.io.instantiate import (
-    ALLOWED_TARGETS,
-    DATA_TARGETS,
-    MODEL_TARGETS,
+    LEGACY_TARGETS,
+    TRUST_ENV,
     UnsafeConfigError,
+    allowed_targets,
     check_target,
 )
 
@@ -44,16 +45,35 @@ def test_allow_list_is_exactly_the_classes_of_the_shipped_configs() -> None:
     files = sorted((REPO / "conf").rglob("*.yaml"))
     used = set().union(*(_targets(yaml.safe_load(f.read_text())) for f in files))
     assert len(files) > 40
-    assert used <= ALLOWED_TARGETS  # nothing in conf/ is refused ...
-    legacy = {  # no longer in conf/, but stored by the checkpoints of earlier versions
-        "pytorch_lightning.loggers.CSVLogger",
-        "pytorch_lightning.callbacks.RichProgressBar",
-    }
-    assert ALLOWED_TARGETS - used == legacy  # ... and nothing else is trusted
-    for name in sorted(ALLOWED_TARGETS):
+    # derived from conf/ (plus the classes only earlier checkpoints name): nothing else trusted
+    assert allowed_targets() == used | LEGACY_TARGETS
+    assert not LEGACY_TARGETS & used
+    for name in sorted(allowed_targets()):
         assert inspect.isclass(_locate(name)), name
         check_target(name)
-    assert not MODEL_TARGETS & DATA_TARGETS
+    model, data = allowed_targets("model"), allowed_targets("dataset")
+    assert not model & data
+    assert "vhp_lightning.models.vhp.VHP" in model and "vhp_lightning.nets.mlp.MLP" in model
+    assert "vhp_lightning.datamodules.pendulum.PendulumDataModule" in data
+    assert "vhp_lightning.callbacks.rewo.REWO" not in model | data  # a run class: never built
+
+
+def test_a_new_yaml_target_is_allowed_without_a_code_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allow-list is read from the package's conf/: a class a new yaml names is on it."""
+    from vhp_lightning.io import instantiate
+
+    conf = tmp_path / "conf"
+    (conf / "optim").mkdir(parents=True)
+    (conf / "optim" / "mine.yaml").write_text("scheme:\n  _target_: tests.test_trust.OwnModel\n")
+    monkeypatch.setattr(instantiate, "files", lambda package: conf)
+    instantiate.shipped.cache_clear()
+    try:
+        assert "tests.test_trust.OwnModel" in allowed_targets()
+        assert "tests.test_trust.OwnModel" not in allowed_targets("model")
+    finally:
+        instantiate.shipped.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -73,7 +93,8 @@ def test_functions_and_unlisted_names_are_refused_by_name(target: str) -> None:
         f"refusing to instantiate model._target_={target!r}: it is not on the allow-list; "
         "nothing was imported or run."
     )
-    assert "trusted=['your.module.Class']" in str(err.value)
+    assert f"`VHP_TRUSTED_TARGETS={target}`" in str(err.value)  # the fix, for this name
+    assert f"trusted=['{target}']" in str(err.value)
 
 
 def _writing_node(out: Path) -> dict[str, Any]:
@@ -131,6 +152,36 @@ def test_trusted_admits_a_class_never_a_function(compose_cfg, tmp_path: Path) ->
     write_checkpoint(compose_cfg(), path, edit=lambda c: c["model"].update(_target_=WRITES_YAML))
     with pytest.raises(UnsafeConfigError, match="it resolves to a function, not a class"):
         load(path, trusted=[WRITES_YAML])
+
+
+def test_the_environment_trusts_classes_and_packages_never_functions(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``VHP_TRUSTED_TARGETS``: class names or ``pkg.*``, read at every check (so also by
+    ``vhp_lightning.evaluate``); a ``pkg.*`` entry admits only classes defined under pkg."""
+    path = tmp_path / "mine.ckpt"
+    own = {"_target_": "tests.test_trust.OwnModel", "width": 3}
+    write_checkpoint(compose_cfg(), path, edit=lambda c: c.update(model=own))
+    for entry in ("tests.test_trust.OwnModel", "tests.*", " x.Y , tests.test_trust.*"):
+        monkeypatch.setenv(TRUST_ENV, entry)
+        with pytest.raises(CheckpointError, match=r"do not fit the model its config builds"):
+            load(path)  # built: only its weights differ
+    monkeypatch.setenv(TRUST_ENV, "tests.*")
+    check_target("tests.test_trust.OwnModel")
+    # an attribute leading out of the trusted package: a class, but defined elsewhere
+    for outside in ("tests.test_trust.nn.Linear", "tests.test_trust.subprocess.Popen"):
+        with pytest.raises(
+            UnsafeConfigError, match=r"defined in .*, outside the trusted tests\.\*"
+        ):
+            check_target(outside)
+    with pytest.raises(UnsafeConfigError, match="resolves to a function"):
+        check_target("tests.test_trust.write_checkpoint")
+    monkeypatch.setenv(TRUST_ENV, WRITES_YAML)
+    with pytest.raises(UnsafeConfigError, match="resolves to a function"):
+        check_target(WRITES_YAML)
+    monkeypatch.setenv(TRUST_ENV, "tests.test_trust")  # a module, not a class and no ".*"
+    with pytest.raises(UnsafeConfigError, match="it is not on the allow-list"):
+        check_target("tests.test_trust.OwnModel")
 
 
 def test_a_stored_download_flag_is_not_followed(compose_cfg, tmp_path: Path) -> None:

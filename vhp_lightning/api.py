@@ -13,8 +13,8 @@ Images come back in the data's shape, ``(B, C, H, W)`` for image data (``data_sh
 themselves up on first use).
 
 The model is rebuilt from the config the checkpoint stores (``VHPModule`` writes it as
-``vhp_config``), through the explicit ``_target_`` allow-list of
-``vhp_lightning.io.instantiate`` (the project's model classes only; no functions), and the
+``vhp_config``), through the ``_target_`` allow-list of ``vhp_lightning.io.instantiate`` (the
+classes of the package's configs and the classes you trust; no functions), and the
 weights are read with ``weights_only=True``: opening a shared checkpoint runs no foreign code and
 writes no file.
 """
@@ -34,9 +34,7 @@ from vhp_lightning.analysis.graph import InterpolationResult, interpolate
 from vhp_lightning.analysis.nll import log_likelihood_batched
 from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from vhp_lightning.io.instantiate import (
-    ALLOWED_TARGETS,
-    DATA_TARGETS,
-    MODEL_TARGETS,
+    allowed_targets,
     check_targets,
     safe_instantiate,
     to_plain,
@@ -158,7 +156,8 @@ class TrainedModel:
         node = cast(dict[str, Any], OmegaConf.to_container(self.config, resolve=True))["dataset"]
         if "download" in node:
             node["download"] = False
-        return safe_instantiate({**node, **overrides}, DATA_TARGETS | self.trusted, "dataset")
+        dataset = allowed_targets("dataset") | self.trusted
+        return safe_instantiate({**node, **overrides}, dataset, "dataset")
 
 
 def _model_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,8 +198,10 @@ def load(
 
     Raises ``CheckpointError`` (missing/corrupt/unsafe file, no stored config, weights that do
     not fit) or ``UnsafeConfigError`` (a ``_target_`` outside the allow-list) before any code
-    from the checkpoint runs. ``trusted``: extra class names (``"my_pkg.models.MyVAE"``) you
-    vouch for, e.g. your own model trained with this package; functions are refused even there.
+    from the checkpoint runs. ``trusted``: your own classes, trained with this package, that you
+    vouch for: class names (``"my_pkg.models.MyVAE"``) or ``"my_pkg.*"`` (the classes defined
+    under ``my_pkg``), as in ``$VHP_TRUSTED_TARGETS``, which is read too (docs/extending.md);
+    functions are refused even there.
     """
     ckpt = load_checkpoint(path, map_location=str(map_location))
     stored = ckpt.get("vhp_config")
@@ -211,10 +212,10 @@ def load(
         )
     config = to_plain(stored)
     extra = frozenset(trusted)
-    check_targets(config, ALLOWED_TARGETS | extra)  # the whole config, before anything is built
+    check_targets(config, allowed_targets() | extra)  # the whole config, before anything is built
     if not isinstance(config.get("model"), Mapping) or "_target_" not in config["model"]:
         raise CheckpointError(f"the config stored in {path} has no model._target_")
-    model = safe_instantiate(config["model"], MODEL_TARGETS | extra, "model")
+    model = safe_instantiate(config["model"], allowed_targets("model") | extra, "model")
     load_weights(model, _model_state(ckpt["state_dict"]), str(path))
     model.to(map_location)
     beta = ckpt.get("vhp_beta") or {}

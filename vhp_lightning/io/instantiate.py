@@ -2,86 +2,57 @@
 
 A stored config is code: Hydra's ``instantiate`` calls whatever ``_target_`` names. Before
 anything is built, ``check_targets`` walks the whole config and refuses every ``_target_`` that is
-not on an explicit list of the classes the project's own configs (``conf/``) use:
-``ALLOWED_TARGETS``. No prefix is trusted and no function is allowed, so a Lightning helper that
-writes files (``pytorch_lightning.core.saving.save_hparams_to_yaml``), ``os.system`` or a module
-attribute leading out of the project (``vhp_lightning.io.checkpoint.os.system``) are all refused
-before anything is imported or run. ``safe_instantiate`` builds only the classes of one role
-(``MODEL_TARGETS`` for ``model``, ``DATA_TARGETS`` for ``dataset``): the trainer, loggers,
-callbacks and optimiser of a stored config are checked, never built. Used by ``vhp_lightning.api``
-and ``vhp_lightning.evaluate``; ``tests/test_trust.py`` keeps the list equal to what ``conf/`` uses.
+not on the allow-list, which is derived, never kept by hand:
+
+* every ``_target_`` of the package's own configs (``conf/**/*.yaml``, read once: ``shipped``),
+  by role: ``conf/model/`` and ``conf/paper/`` build the model, ``conf/dataset/`` the data, the
+  other groups the run (trainer, loggers, callbacks, schemes, optimiser); plus ``LEGACY_TARGETS``,
+  classes that only the checkpoints of earlier versions name;
+* the classes a user vouches for (docs/extending.md): the environment variable
+  ``VHP_TRUSTED_TARGETS`` (``TRUST_ENV``), read at every check, and ``vhp_lightning.load(path,
+  trusted=[...])``. Each entry is a class name (``mypkg.schemes.MyScheme``) or a package or module
+  ending in ``.*`` (``mypkg.*``) for the classes defined under it.
+
+Only classes are built: a name that resolves to a function (a Lightning helper that writes files,
+``pytorch_lightning.core.saving.save_hparams_to_yaml``), ``os.system`` or a name that leads out of
+the project through a module attribute (``vhp_lightning.io.checkpoint.os.system``) is refused
+before anything of it runs; the shipped names are matched exactly, and a ``mypkg.*`` entry only
+admits a class whose ``__module__`` lies under ``mypkg`` (not ``mypkg.subprocess.Popen``).
+``safe_instantiate`` builds only the classes of one role (``allowed_targets("model")`` for
+``model``, ``allowed_targets("dataset")`` for ``dataset``): the trainer, loggers, callbacks and
+optimiser of a stored config are checked, never built. Used by ``vhp_lightning.api`` and
+``vhp_lightning.evaluate``; ``tests/test_trust.py`` checks these guarantees.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 from collections.abc import Collection, Iterator, Mapping
+from importlib.resources import files
 from typing import Any
 
+import yaml
 from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import vhp_lightning.io.config  # noqa: F401  (registers the resolvers a stored config may use)
 
-# The classes the project's configs build (conf/**/*.yaml), by role; nothing else is trusted.
-MODEL_TARGETS: frozenset[str] = frozenset(
+# The environment variable that names the user's own classes: comma-separated class names or
+# ``package.*`` patterns, e.g. VHP_TRUSTED_TARGETS=mypkg.schemes.MyScheme,mypkg.data.*
+TRUST_ENV = "VHP_TRUSTED_TARGETS"
+# The config groups (folders of conf/) whose classes build the model / the data; all the other
+# groups' classes are run classes, checked in a stored config but never built when it is opened.
+ROLE_GROUPS: dict[str, tuple[str, ...]] = {"model": ("model", "paper"), "dataset": ("dataset",)}
+# No longer in conf/, but stored by the checkpoints of earlier versions (run classes).
+LEGACY_TARGETS: frozenset[str] = frozenset(
     {
-        "vhp_lightning.models.iwae.IWAE",
-        "vhp_lightning.models.iwae.IWAE2",
-        "vhp_lightning.models.vae.VAE",
-        "vhp_lightning.models.vampprior.VampPrior",
-        "vhp_lightning.models.vhp.VHP",
-        "vhp_lightning.nets.conv.ConvDecoder",
-        "vhp_lightning.nets.conv.ConvEncoder",
-        "vhp_lightning.nets.conv.GatedConvDecoder",
-        "vhp_lightning.nets.conv.GatedConvEncoder",
-        "vhp_lightning.nets.gated.GatedGaussianMLP",
-        "vhp_lightning.nets.likelihoods.BernoulliLikelihood",
-        "vhp_lightning.nets.likelihoods.GaussianLikelihood",
-        "vhp_lightning.nets.mlp.GaussianMLP",
-        "vhp_lightning.nets.mlp.MLP",
+        "pytorch_lightning.callbacks.RichProgressBar",  # before StepProgress
+        "pytorch_lightning.loggers.CSVLogger",  # before AppendingCSVLogger
     }
 )
-DATA_TARGETS: frozenset[str] = frozenset(
-    {
-        "vhp_lightning.datamodules.cmu_mocap.CMUMocapDataModule",
-        "vhp_lightning.datamodules.image_folder.ImageFolderDataModule",
-        "vhp_lightning.datamodules.image_folder.ShapesDataModule",
-        "vhp_lightning.datamodules.mnist.FashionMNISTDataModule",
-        "vhp_lightning.datamodules.mnist.MNISTDataModule",
-        "vhp_lightning.datamodules.mnist.OmniglotDataModule",
-        "vhp_lightning.datamodules.mnist.StaticMNISTDataModule",
-        "vhp_lightning.datamodules.pendulum.PendulumDataModule",
-    }
-)
-# In a stored config but never built when a checkpoint is opened (only training builds them).
-RUN_TARGETS: frozenset[str] = frozenset(
-    {
-        "vhp_lightning.callbacks.figures.PendulumFigures",
-        "vhp_lightning.callbacks.figures.RunFigures",
-        "vhp_lightning.callbacks.geco.GECO",
-        "vhp_lightning.callbacks.image_grids.ImageGrids",
-        "vhp_lightning.callbacks.interpolation.InterpolationAnalysis",
-        "vhp_lightning.callbacks.progress.PartsSummary",
-        "vhp_lightning.callbacks.progress.StepProgress",
-        "vhp_lightning.callbacks.rewo.REWO",
-        "vhp_lightning.callbacks.rewo_alt.REWOAlt",
-        "vhp_lightning.callbacks.run_state.AppendingCSVLogger",
-        "vhp_lightning.callbacks.run_state.RNGStateCallback",
-        "vhp_lightning.callbacks.run_state.SaveOnInterrupt",
-        "vhp_lightning.callbacks.schedules.ConstantBeta",
-        "vhp_lightning.callbacks.schedules.WarmUp",
-        "pytorch_lightning.Trainer",
-        "pytorch_lightning.callbacks.ModelCheckpoint",
-        "pytorch_lightning.callbacks.RichProgressBar",  # in checkpoints before StepProgress
-        "pytorch_lightning.loggers.CSVLogger",  # in checkpoints written before AppendingCSVLogger
-        "pytorch_lightning.loggers.TensorBoardLogger",
-        "pytorch_lightning.loggers.WandbLogger",
-        "torch.optim.Adam",
-    }
-)
-ALLOWED_TARGETS: frozenset[str] = MODEL_TARGETS | DATA_TARGETS | RUN_TARGETS
 # Old package name -> new. Earlier versions installed ``callbacks/`` and ``datamodules/`` as
 # top-level packages; the checkpoints and run dirs they wrote store ``_target_:
 # callbacks.rewo.REWO``. ``current_targets`` renames them.
@@ -89,6 +60,69 @@ LEGACY_PACKAGES: dict[str, str] = {
     "callbacks.": "vhp_lightning.callbacks.",
     "datamodules.": "vhp_lightning.datamodules.",
 }
+
+
+def _yaml_targets(node: Any) -> set[str]:
+    """Every ``_target_`` value anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        own = {node["_target_"]} if isinstance(node.get("_target_"), str) else set()
+        return own.union(*(_yaml_targets(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_yaml_targets(v) for v in node))
+    return set()
+
+
+@functools.cache
+def shipped() -> dict[str, frozenset[str]]:
+    """The ``_target_`` names of the package's configs by group folder (``"model"``,
+    ``"paper"``, ``"optim"``, ...; ``""`` for files at the top of ``conf/``). Read once; no
+    module is imported."""
+    root = files("vhp_lightning.conf")
+    found: dict[str, set[str]] = {}
+
+    def walk(folder: Any, group: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, group or entry.name)
+            elif entry.name.endswith(".yaml"):
+                names = _yaml_targets(yaml.safe_load(entry.read_text()))
+                found.setdefault(group, set()).update(names)
+
+    walk(root, "")
+    return {group: frozenset(names) for group, names in sorted(found.items())}
+
+
+def allowed_targets(role: str | None = None) -> frozenset[str]:
+    """The shipped class names a stored config may name: those of ``role`` (``"model"`` or
+    ``"dataset"``, the ``ROLE_GROUPS``), or all of them (with ``LEGACY_TARGETS``) for ``None``.
+    The user's own classes (``TRUST_ENV``, ``trusted=``) are added by ``check_target``."""
+    groups = shipped()
+    if role is None:
+        return frozenset().union(*groups.values(), LEGACY_TARGETS)
+    if role not in ROLE_GROUPS:
+        raise ValueError(f"Unknown role {role!r}. Choose one of: {', '.join(ROLE_GROUPS)}.")
+    return frozenset().union(*(groups.get(g, frozenset()) for g in ROLE_GROUPS[role]))
+
+
+def trusted_from_env() -> frozenset[str]:
+    """The entries of ``$VHP_TRUSTED_TARGETS`` (comma-separated, blanks dropped)."""
+    return frozenset(e.strip() for e in os.environ.get(TRUST_ENV, "").split(",") if e.strip())
+
+
+def _pattern_root(entry: str) -> str | None:
+    """``"mypkg.data"`` for the entry ``"mypkg.data.*"``; None for an exact name."""
+    return entry[:-2] if entry.endswith(".*") and len(entry) > 2 else None
+
+
+def _admitted(target: str, allowed: Collection[str]) -> tuple[bool, str | None]:
+    """(whether ``allowed`` names ``target``, the package a ``.*`` entry matched it under)."""
+    if target in allowed:
+        return True, None
+    for entry in allowed:
+        root = _pattern_root(entry)
+        if root and target.startswith(root + "."):
+            return True, root
+    return False, None
 
 
 def current_target(target: Any) -> Any:
@@ -115,7 +149,7 @@ def current_targets(config: Any) -> Any:
 
 
 class UnsafeConfigError(ValueError):
-    """A stored config names a ``_target_`` that is not on the allow-list (``ALLOWED_TARGETS``)."""
+    """A stored config names a ``_target_`` that is not on the allow-list, or not a class."""
 
 
 def _walk(node: Any, where: str) -> Iterator[tuple[str, Any]]:
@@ -133,23 +167,29 @@ def _walk(node: Any, where: str) -> Iterator[tuple[str, Any]]:
 
 
 def _refuse(where: str, target: Any, why: str) -> UnsafeConfigError:
+    name = target if isinstance(target, str) else "your.module.Class"
     return UnsafeConfigError(
         f"refusing to instantiate {where}={target!r}: {why}; nothing was imported or run. A "
-        "stored config may only name the classes the project's configs use "
-        "(vhp_lightning.io.instantiate.ALLOWED_TARGETS), never a function. Only open "
-        "checkpoints you trust; for your own class pass vhp_lightning.load(path, "
-        "trusted=['your.module.Class']), or rebuild the model from your own config."
+        "stored config may only name the classes of the package's configs (conf/) and the "
+        f"classes you trust, never a function. If {name} is your own class, trust it: "
+        f"`{TRUST_ENV}={name}` in the environment (comma-separated; `mypkg.*` for a whole "
+        f"package; also for vhp_lightning.evaluate) or vhp_lightning.load(path, "
+        f"trusted=['{name}']); see docs/extending.md. Only open checkpoints you trust."
     )
 
 
 def check_target(
-    target: Any, where: str = "_target_", allowed: Collection[str] = ALLOWED_TARGETS
+    target: Any, where: str = "_target_", allowed: Collection[str] | None = None
 ) -> None:
-    """Raise ``UnsafeConfigError`` unless ``target`` is one of the ``allowed`` names exactly and
-    resolves to a class (the name is checked before anything is imported)."""
+    """Raise ``UnsafeConfigError`` unless ``target`` is named by ``allowed`` (default: every
+    shipped class, ``allowed_targets()``) or by ``$VHP_TRUSTED_TARGETS`` and resolves to a class.
+    The name is checked before anything is imported; a ``pkg.*`` entry admits only a class
+    defined under ``pkg``."""
     if not isinstance(target, str):
         raise _refuse(where, target, "a _target_ must be a plain dotted name")
-    if target not in allowed:
+    names = frozenset(allowed_targets() if allowed is None else allowed) | trusted_from_env()
+    admitted, root = _admitted(target, names)
+    if not admitted:
         raise _refuse(where, target, "it is not on the allow-list")
     try:
         obj = _locate(target)
@@ -157,6 +197,9 @@ def check_target(
         raise _refuse(where, target, f"it does not resolve ({err})") from err
     if not inspect.isclass(obj):
         raise _refuse(where, target, f"it resolves to a {type(obj).__name__}, not a class")
+    module = getattr(obj, "__module__", "") or ""
+    if root and not (module == root or module.startswith(root + ".")):
+        raise _refuse(where, target, f"it is defined in {module}, outside the trusted {root}.*")
 
 
 def to_plain(config: Any) -> dict[str, Any]:
@@ -177,7 +220,7 @@ def to_plain(config: Any) -> dict[str, Any]:
 
 
 def check_targets(
-    config: Mapping[str, Any], allowed: Collection[str] = ALLOWED_TARGETS, where: str = ""
+    config: Mapping[str, Any], allowed: Collection[str] | None = None, where: str = ""
 ) -> None:
     """Check every ``_target_`` anywhere in ``config`` (``check_target``); raise on the first.
     ``where``: the key of ``config`` in the whole config, for the message (e.g. ``model``)."""
@@ -188,7 +231,7 @@ def check_targets(
 
 def safe_instantiate(
     node: Mapping[str, Any],
-    allowed: Collection[str] = ALLOWED_TARGETS,
+    allowed: Collection[str] | None = None,
     where: str = "",
     **kwargs: Any,
 ) -> Any:
@@ -199,16 +242,18 @@ def safe_instantiate(
 
 
 __all__ = [
-    "ALLOWED_TARGETS",
-    "DATA_TARGETS",
     "LEGACY_PACKAGES",
-    "MODEL_TARGETS",
-    "RUN_TARGETS",
+    "LEGACY_TARGETS",
+    "ROLE_GROUPS",
+    "TRUST_ENV",
     "UnsafeConfigError",
+    "allowed_targets",
     "check_target",
     "check_targets",
     "current_target",
     "current_targets",
     "safe_instantiate",
+    "shipped",
     "to_plain",
+    "trusted_from_env",
 ]
