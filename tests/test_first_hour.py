@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import TINY_CLI
 from vhp_lightning.io.checkpoint import load_checkpoint
-from vhp_lightning.train import WandbLoginError, _check_wandb, _missing_plugin, train
+from vhp_lightning.runs.preflight import WandbLoginError, check_wandb, missing_plugin
+from vhp_lightning.train import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
 
@@ -160,10 +161,10 @@ def test_missing_sweep_plugin_says_how_to_install(tmp_path: Path, monkeypatch) -
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    error = _missing_plugin(["optim.kappa=0.1", "hparams_search=optuna"])
+    error = missing_plugin(["optim.kappa=0.1", "hparams_search=optuna"])
     assert error is not None and "hparams_search=optuna needs the Hydra plugin" in error
     assert "pip install '.[sweep]'" in error
-    assert _missing_plugin(["optim.kappa=0.1"]) is None
+    assert missing_plugin(["optim.kappa=0.1"]) is None
 
 
 def test_missing_sweep_plugin_on_the_command_line(tmp_path: Path) -> None:
@@ -187,14 +188,14 @@ def test_wandb_without_login_or_offline_mode_fails_early(
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     cfg = compose_cfg("logger=wandb")
     with pytest.raises(WandbLoginError, match=r"WANDB_MODE=offline python -m vhp_lightning.train"):
-        _check_wandb(cfg)
+        check_wandb(cfg)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    _check_wandb(cfg)  # offline: fine
+    check_wandb(cfg)  # offline: fine
     monkeypatch.delenv("WANDB_MODE")
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
     (tmp_path / ".netrc").chmod(0o600)
-    _check_wandb(cfg)  # `wandb login` wrote ~/.netrc: fine
-    _check_wandb(compose_cfg("logger=csv"))
+    check_wandb(cfg)  # `wandb login` wrote ~/.netrc: fine
+    check_wandb(compose_cfg("logger=csv"))
 
 
 def test_finished_run_stores_absolute_data_dir_and_names_the_full_nll(tmp_path: Path) -> None:

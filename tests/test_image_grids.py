@@ -78,9 +78,9 @@ def test_the_last_grids_are_listed_for_the_summary(
     compose_cfg, tmp_path: Path, monkeypatch
 ) -> None:
     seen: list = []
-    report = train_module._report
+    report = train_module.report
     monkeypatch.setattr(
-        train_module, "_report", lambda tr, sc, m: (seen.extend(tr.callbacks), report(tr, sc, m))
+        train_module, "report", lambda tr, sc, m: (seen.extend(tr.callbacks), report(tr, sc, m))
     )
     train(compose_cfg(*GRIDS, "callbacks.image_grids.every_n_steps=10", "test=false"))
     grids = [cb for cb in seen if isinstance(cb, ImageGrids)]

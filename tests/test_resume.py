@@ -21,13 +21,9 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from vhp_lightning.datamodules.resumable import resumable_train_loader
 from vhp_lightning.datamodules.splits import SplitDataModule
 from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
-from vhp_lightning.train import (
-    LOCK_NAME,
-    RunDirError,
-    RunDirLockedError,
-    resolve_ckpt_path,
-    train,
-)
+from vhp_lightning.runs.resume import resolve_ckpt_path
+from vhp_lightning.runs.rundir import LOCK_NAME, RunDirError, RunDirLockedError
+from vhp_lightning.train import train
 
 # 400 training images in batches of 50: 8 steps per epoch, so N = 6 stops mid-epoch.
 RUN = [
@@ -233,8 +229,8 @@ def test_resume_may_change_run_length_and_outputs(compose_cfg, tmp_path) -> None
 HOLD = """
 import sys, time
 from pathlib import Path
-from vhp_lightning.train import _run_dir_lock
-with _run_dir_lock(Path(sys.argv[1])):
+from vhp_lightning.runs.rundir import run_dir_lock
+with run_dir_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)
 """

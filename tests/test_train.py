@@ -162,7 +162,7 @@ def test_cli_unknown_option_lists_valid_ones(run_cli, tmp_path: Path) -> None:
 def test_initial_phase_warning_only_when_rewo_never_switched() -> None:
     from vhp_lightning.callbacks.geco import GECO
     from vhp_lightning.callbacks.rewo import REWO
-    from vhp_lightning.train import initial_phase_warning
+    from vhp_lightning.runs.summary import initial_phase_warning
 
     rewo = REWO(kappa=0.02)
     rewo.c_hat = 0.0118

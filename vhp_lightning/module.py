@@ -342,23 +342,6 @@ class VHPModule(pl.LightningModule):
         self.log(f"{stage}/loss", loss.detach(), prog_bar=prog_bar, on_epoch=True, sync_dist=True)
         self.log_dict(_parts(stage, parts), on_epoch=True, sync_dist=True)
 
-    # --- processes ----------------------------------------------------------------------------
-    def teardown(self, stage: str) -> None:
-        """In a ``ddp_spawn`` worker, close the process group when its stage ends.
-
-        A spawned worker leaves with ``os._exit``, so Lightning's ``atexit`` hook that destroys
-        the group never runs, and gloo's threads were still running when the C++ runtime shut
-        down: "terminate called without an active exception" killed a rank with SIGABRT (5 of
-        14 fast_dev_runs of ``trainer=ddp`` on the CPU; 0 of 8 with this hook). The last
-        collective of the stage is done by now; the next ``fit``/``validate``/``test`` spawns new
-        workers and a new group. Other launchers (plain ``ddp``, SLURM) keep their group for the
-        next stage."""
-        from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
-
-        launcher = getattr(self.trainer.strategy, "launcher", None)
-        if isinstance(launcher, _MultiProcessingLauncher) and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
     # --- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vhp_format"] = CHECKPOINT_FORMAT
@@ -396,7 +379,7 @@ def _learned_sigma(model: LatentVariableModel) -> torch.Tensor | None:
     With beta it sets how the reconstruction is weighted against the KL term (1 / (2 sigma^2) per
     squared error), so the beta-scheme logs it every step beside beta."""
     likelihood = getattr(model, "likelihood", None)
-    if not getattr(likelihood, "learned", False):
+    if likelihood is None or not getattr(likelihood, "learned", False):
         return None
     return likelihood.sigma().detach()
 

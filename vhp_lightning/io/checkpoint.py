@@ -241,6 +241,7 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "test_nll_images",
     "log_parts_every_n_steps",
     "compile",
+    "module",  # conf/module/: built from the four keys above (checkpoints before it lack it)
     "num_threads",
     "flush_denormal",
     "data_dir",
