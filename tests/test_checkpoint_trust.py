@@ -11,20 +11,10 @@ from typing import Any
 import pytest
 import torch
 
+from tests.test_resume import RUN  # the same short run of 8-step epochs
 from vhp_lightning.io.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from vhp_lightning.io.trusted_state import check_optimizer_state, trusted_resume_state
 from vhp_lightning.train import train
-
-RUN = [
-    "callbacks=default",
-    "~callbacks.progress_bar",
-    "callbacks.model_checkpoint.every_n_train_steps=null",
-    "callbacks.model_checkpoint.every_n_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "test=false",
-    "optim.kappa=0.3",
-]
-
 
 _CACHE: dict[str, Any] = {}
 

@@ -135,6 +135,41 @@ class VHPModule(pl.LightningModule):
         self._test_indices: list[torch.Tensor] | None = None  # per test batch (loader_indices)
         self._scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # this rank's (index, log_px)
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = "cpu",
+        trusted: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> VHPModule:
+        """Lightning's classmethod, through the safe loader: the model is rebuilt from the run
+        config stored in the checkpoint (allow-listed ``_target_``s, weights only, no code run;
+        ``vhp_lightning.load``), with its beta-scheme state and the end-of-run test settings of
+        that config. For evaluation and your own analysis (``trainer.test(module, ...)``); its
+        optimiser factory refuses to build, since a training run continues with
+        ``python -m vhp_lightning.train ckpt_path=<file>`` (which restores the optimiser, the
+        data position and the RNG exactly). ``kwargs`` override the module's settings."""
+        from vhp_lightning.api import load
+
+        trained = load(checkpoint_path, map_location=map_location, trusted=trusted)
+        config = dict(trained.config)
+        settings = {
+            "nll_samples": config.get("nll_samples", 100),
+            "nll_images": config.get("test_nll_images"),
+            "log_parts_every_n_steps": config.get("log_parts_every_n_steps", 50),
+            **kwargs,
+        }
+        module = cls(
+            model=trained.model,
+            optimizer=_resume_with_train,
+            beta=trained.beta,
+            train_prior=trained.train_prior,
+            config=config,
+            **settings,
+        )
+        return module.eval()
+
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One optimiser, two parameter groups: theta/phi (``vae_parameters``) and, if the model
@@ -371,6 +406,16 @@ def _scalars(stage: str, parts: dict[str, torch.Tensor], loss: torch.Tensor) -> 
     """``_parts`` plus ``<stage>/loss`` (nll + beta * kl for training) as Python floats."""
     scalars = {f"{stage}/loss": loss.detach(), **_parts(stage, parts)}
     return {k: float(v) for k, v in scalars.items()}
+
+
+def _resume_with_train(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The optimiser factory of a module made by ``load_from_checkpoint``: training goes on with
+    ``vhp_lightning.train``, which restores the optimiser's state too."""
+    raise RuntimeError(
+        "a VHPModule made by load_from_checkpoint is for evaluation; to continue training run "
+        "python -m vhp_lightning.train ckpt_path=<the checkpoint> (exact: optimiser, data order "
+        "and RNG are restored)."
+    )
 
 
 def _learned_sigma(model: LatentVariableModel) -> torch.Tensor | None:

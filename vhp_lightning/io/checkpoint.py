@@ -235,6 +235,7 @@ def check_format(ckpt: Mapping[str, Any], path: str = "checkpoint") -> None:
 RESUME_MAY_CHANGE: tuple[str, ...] = (
     "ckpt_path",
     "optimized_metric",
+    "tags",
     "resume",
     "test",
     "nll_samples",

@@ -75,9 +75,7 @@ def report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None:
             )
             if Path(last).is_file():
                 lines.append(f"  last checkpoint: {last}")
-        for lg in trainer.loggers:
-            if getattr(lg, "log_dir", None):
-                lines.append(f"  {type(lg).__name__}: {lg.log_dir}")
+        lines += [f"  {line}" for lg in trainer.loggers for line in logger_lines(lg)]
         figures: list[str] = []  # RunFigures, PendulumFigures, ImageGrids, ... (each once)
         for cb in trainer.callbacks:
             paths = list(getattr(cb, "figure_paths", None) or [])
@@ -151,3 +149,24 @@ def finish_wandb(loggers: list[Any]) -> None:
         import wandb
 
         wandb.finish()
+
+
+def logger_lines(logger: Any) -> list[str]:
+    """Where a logger put the run: the metrics CSV file, the TensorBoard folder, the W&B run
+    (its page, or the offline folder to ``wandb sync``)."""
+    name = type(logger).__name__
+    if "CSV" in name:
+        path = getattr(logger, "metrics_file", None) or Path(logger.log_dir) / "metrics.csv"
+        return [f"metrics (CSV): {path}"]
+    if "TensorBoard" in name:
+        return [f"TensorBoard: tensorboard --logdir {logger.log_dir}"]
+    if "Wandb" in name:
+        run = getattr(logger, "_experiment", None)
+        url = getattr(run, "url", None) if run is not None else None
+        if url:
+            return [f"W&B run: {url}"]
+        folder = getattr(run, "dir", None) if run is not None else None
+        where = Path(folder).parent if folder else getattr(logger, "save_dir", "?")
+        return [f"W&B run (offline): wandb sync {where}"]
+    log_dir = getattr(logger, "log_dir", None)
+    return [f"{name}: {log_dir}"] if log_dir else []
