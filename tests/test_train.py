@@ -182,3 +182,13 @@ def test_table1_elbo_prior_row_trains(compose_cfg) -> None:
     metrics = train(cfg)
     assert metrics["rewo/train_prior"] == 1.0 and 1e-4 < metrics["rewo/beta"] <= 1.0
     assert all(math.isfinite(metrics[k]) for k in ("val/loss", "val/kl", "val/log_p_z"))
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path: Path) -> None:
+    """``vhp_lightning.load("README.md")``: not 'unsafe pickled objects' but 'not a checkpoint'."""
+    from vhp_lightning.api import load
+
+    text = tmp_path / "README.md"
+    text.write_text("# a readme\n")
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint file \(it starts with b'# a "):
+        load(text)

@@ -141,6 +141,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
             f"checkpoint not found: {path}. Pass an existing file, e.g. "
             "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt"
         )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # a torch zip archive or a (legacy) pickle
+        raise CheckpointError(
+            f"{path} is not a checkpoint file (it starts with {head!r}, not a torch archive). "
+            "Pass the .ckpt a run wrote, e.g. outputs/<date>/<time>/checkpoints/last.ckpt"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
