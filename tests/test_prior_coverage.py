@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,9 +132,15 @@ def test_table1_row_reads_the_likelihood_and_computes_the_prior_fit_from_the_sna
 def test_table1_has_one_table_per_reading_and_keeps_the_old_rows(tmp_path: Path) -> None:
     """The committed CSV (rows without the new columns) plus two learned-sigma seeds."""
     csv_path = tmp_path / "pendulum_table1.csv"
-    shutil.copy(REPO / "results" / "pendulum_table1.csv", csv_path)
+    with (REPO / "results" / "pendulum_table1.csv").open(newline="") as f:
+        committed = list(csv.DictReader(f))
+    old_columns = list(committed[0])[: list(committed[0]).index("run") + 1]  # before the new ones
+    with csv_path.open("w", newline="") as f:  # the sigma = 1 rows as written before the change
+        writer = csv.DictWriter(f, fieldnames=old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r for r in committed if r["sigma"] == "1")
     old_rows = list(csv.DictReader(csv_path.open()))
-    assert "prior_fit_nn" not in old_rows[0]
+    assert "prior_fit_nn" not in old_rows[0] and len(old_rows) == 18
     for seed in (0, 1):
         _learned_job(tmp_path / "runs", str(seed), seed, init_sigma=1.0)
     text, _ = report([tmp_path / "runs"], csv_path, None)
