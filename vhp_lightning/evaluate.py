@@ -186,11 +186,27 @@ def interpolation(ctx: EvalContext) -> dict[str, Any]:
     )
 
 
+def pendulum_paths(ctx: EvalContext) -> dict[str, Any]:
+    """Fraction of graph interpolations with an angle jump (sec. 4.1, Figs. 3-4) on pendulum
+    data, ``analysis.pendulum_paths``; figures and ``paths.csv`` under ``pendulum_paths/``.
+    Options (``+pendulum_paths.<name>=``): n_prior 1000, k 18, n_pairs 100, threshold_deg 30."""
+    from vhp_lightning.analysis.pendulum_paths import pendulum_paths_analysis
+
+    defaults = {"n_prior": 1000, "k": 18, "n_pairs": 100, "threshold_deg": 30.0}
+    opts = {key: OmegaConf.select(ctx.cfg, f"pendulum_paths.{key}", default=value)
+            for key, value in defaults.items()}  # fmt: skip
+    return pendulum_paths_analysis(
+        ctx.trained.model, ctx.x, ctx.labels, ctx.out_dir / "pendulum_paths",
+        seed=int(ctx.cfg.seed), **opts,
+    )  # fmt: skip
+
+
 METRICS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
     "nll": nll,
     "active_units": active_units,
     "rate_distortion": rate_distortion,
     "interpolation": interpolation,
+    "pendulum_paths": pendulum_paths,
 }
 
 

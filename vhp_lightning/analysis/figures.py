@@ -253,6 +253,15 @@ def _share_window(axes: Sequence[plt.Axes], *points: np.ndarray) -> None:
         ax.set_aspect("equal", adjustable="box")
 
 
+def _label_panels(fig: Any, axes: Any, names: Any, heading: str | None, note: Any) -> None:
+    """Each latent panel's title and z1/z2 (or PC) labels, and the figure's wrapped heading."""
+    for ax, name in zip(axes, names, strict=True):
+        _set_title(ax, name, share=0.75)
+        _latent_axis_labels(ax, note)
+    if heading:
+        fig.suptitle(_wrap(heading, 0.95 * fig.get_figwidth(), 10), fontsize=10)
+
+
 def _heading(title: str, note: str, fitted_on: str) -> str:
     """A figure's suptitle: ``title`` and, once for all panels, what ``_to_2d`` did."""
     note = note.strip(" ()")
@@ -314,12 +323,7 @@ def plot_posterior_and_prior(
         f"q(z|x) std (var. over points {std.var():.2g})",
         "prior samples and the q(z|x) means",
     )
-    for ax, name in zip(axes, names, strict=True):
-        _set_title(ax, name, share=0.75)
-        _latent_axis_labels(ax, note)
-    heading = _heading(title, note, "means")
-    if heading:
-        fig.suptitle(_wrap(heading, 0.95 * fig.get_figwidth(), 10), fontsize=10)
+    _label_panels(fig, axes, names, _heading(title, note, "means"), note)
     return fig
 
 
@@ -361,12 +365,7 @@ def plot_latents_by_label(
     axes[1].scatter(*p2.T, s=2, c="0.3", alpha=0.5)
     _share_window(axes, m2, p2)
     panels = ("approximate posterior q(z|x): means", "prior p(z): samples")
-    for ax, name in zip(axes, panels, strict=True):
-        _set_title(ax, name, share=0.75)
-        _latent_axis_labels(ax, note)
-    heading = _heading(title, note, "prior samples")
-    if heading:
-        fig.suptitle(_wrap(heading, 0.95 * fig.get_figwidth(), 10), fontsize=10)
+    _label_panels(fig, axes, panels, _heading(title, note, "prior samples"), note)
     return fig
 
 
@@ -410,7 +409,12 @@ def plot_snapshot_grid(
             if col == 0:
                 top.set_ylabel(f"step {step}\nq(z|x) means\n$z_2$", fontsize=7)
                 bottom.set_ylabel(f"step {step}\nprior samples\n$z_2$", fontsize=7)
-    bar = {"location": "bottom", "shrink": 0.7, "fraction": 0.3 / height, "pad": 0.1 / height}
+    bar: dict[str, Any] = {
+        "location": "bottom",
+        "shrink": 0.7,
+        "fraction": 0.3 / height,
+        "pad": 0.1 / height,
+    }
     label = "joint angle (rad) of the q(z|x) means"
     fig.colorbar(ScalarMappable(angle, "hsv"), ax=axes, label=label, **bar)
     return fig
@@ -538,7 +542,7 @@ def plot_smoothness_per_dim(
         down = np.clip(mean - np.maximum(mean - std, 0.0), 0.0, None)  # whisker stops at 0
         err = np.stack([down, std])  # (2, D): below, above
         x = np.arange(len(mean)) + (k - (len(bars) - 1) / 2) * width
-        style = {"label": label or None, "capsize": 1.5, "error_kw": {"lw": 0.6}}
+        style: dict[str, Any] = {"label": label or None, "capsize": 1.5, "error_kw": {"lw": 0.6}}
         if horizontal:
             ax.barh(x, mean, width, xerr=err, **style)
         else:
@@ -634,4 +638,53 @@ def plot_image_grid(images: torch.Tensor, nrow: int, title: str = "") -> Figure:
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_path_with_jumps(
+    images: np.ndarray,
+    angles_deg: np.ndarray,
+    jumps_deg: np.ndarray,
+    threshold_deg: float,
+    image_shape: tuple[int, int],
+    title: str = "",
+    per_row: int = 20,
+) -> Figure:
+    """Fig. 4 with its blue boxes computed: every decoded image of a path, the angle read off
+    it beneath (``angles_deg: (P,)``), and a blue box around both images of each step whose
+    angle change ``jumps_deg: (P - 1,)`` exceeds ``threshold_deg``
+    (``analysis.pendulum_paths.angle_jumps``).
+
+    ``images: (P, D)`` with ``image_shape = (H, W)``; ``per_row`` images per row (none skipped,
+    so no jump is hidden).
+    """
+    images = np.asarray(images, dtype=np.float64).reshape(-1, *image_shape)
+    angles_deg = np.asarray(angles_deg, dtype=np.float64)
+    jump = np.asarray(jumps_deg, dtype=np.float64) > threshold_deg
+    if angles_deg.shape != (len(images),) or jump.shape != (len(images) - 1,):
+        raise ValueError(
+            f"angles_deg must be ({len(images)},) and jumps_deg ({len(images) - 1},), got "
+            f"{angles_deg.shape} and {jump.shape}"
+        )
+    boxed = np.zeros(len(images), dtype=bool)
+    boxed[:-1] |= jump
+    boxed[1:] |= jump
+    n_rows = max(1, math.ceil(len(images) / per_row))
+    cols = min(per_row, len(images))
+    size = (max(0.6 * cols, 5.0), 0.85 * n_rows + 0.6)
+    fig, axes = plt.subplots(n_rows, cols, figsize=size, squeeze=False, layout="constrained")
+    vmin, vmax = min(0.0, float(images.min())), max(1.0, float(images.max()))
+    for t, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if t >= len(images):
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[t], cmap="gray", vmin=vmin, vmax=vmax)
+        ax.set_xlabel(f"{angles_deg[t] % 360:.0f}°", fontsize=6, labelpad=1)
+        for spine in ax.spines.values():
+            spine.set_edgecolor("tab:blue" if boxed[t] else "0.7")
+            spine.set_linewidth(2.5 if boxed[t] else 0.5)
+    if title:
+        fig.suptitle(_wrap(title, 0.95 * fig.get_figwidth(), 8), fontsize=8)
     return fig
