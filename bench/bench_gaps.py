@@ -1,4 +1,4 @@
-"""Where the time and memory go: issue 13's targets, and the measurements that explain each gap.
+"""Where the time and memory go: the speed targets, and the measurements that explain each gap.
 
 Run: ``.venv/bin/python bench/bench_gaps.py [--quick] [--threads 1]`` prints the section (about a
 minute of CPU; ``--quick``: seconds). ``bench/run_all.py`` runs it after the throughput and NLL
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_throughput as bt  # noqa: E402
 from flops import counted_flops, sgemm_peak_gflops  # noqa: E402
 
-# issue 13's targets: ratios by CPU time per step; step and NLL as % of the same-process peak
+# the speed targets: ratios by CPU time per step; step and NLL as % of the same-process peak
 TARGETS = {"plain": 0.95, "vae": 1.3, "step": 75, "rss": 1.1, "nll-mlp": 70, "nll-gated": 50}
 PENDULUM = "pendulum-mlp"
 PROTOCOL = {  # per run: untimed + timed steps; repeats; sgemm peak seconds; profiled calls; NLL S
@@ -480,7 +480,7 @@ def optin_verdicts(rows: list[dict[str, Any]]) -> list[str]:
 def verdicts(
     rows: list[dict[str, Any]], nll_rows: list[dict[str, Any]], m: dict[str, Any]
 ) -> list[str]:
-    """One line per target of issue 13 on this run's throughput and NLL rows: met, or the gap
+    """One line per speed target on this run's throughput and NLL rows: met, or the gap
     and the numbers of this section (``m``, from ``measure``) that explain it."""
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):

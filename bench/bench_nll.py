@@ -126,7 +126,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"\nCPU: {machine}, torch {torch.__version__}, {threads} threads; data: "
         f"{rows[0]['data'] if rows else '-'}; untrained weights (same cost). Peak = best float32 "
         "1024x1024 matmul in the same process, before and after each model; rates per CPU-second."
-        " Targets (issue 13): >= 70 % of peak for the MLP (the 10k x 5000 protocol in <= 45 min),"
+        " Targets: >= 70 % of peak for the MLP (the 10k x 5000 protocol in <= 45 min),"
         " >= 50 % for the gated convolutions.\n"
     )
     return head + body + note

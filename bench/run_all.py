@@ -5,7 +5,7 @@ About ten minutes on two shared CPU cores (``--quick``: a smoke run of a minute 
 
 Sections, one markdown table each: training throughput and peak RSS (``bench_throughput.py``),
 NLL evaluation throughput (``bench_nll.py``, skipped with a note if absent), graph building
-(``bench_graph.py``), then the gaps (``bench_gaps.py``): issue 13's targets judged on the rows of
+(``bench_graph.py``), then the gaps (``bench_gaps.py``): the speed targets judged on the rows of
 the sections before, each met or its gap with the profile that explains it. The header names
 the machine, the command, the date and the load average before and after, since absolute numbers
 mean nothing without them; the ratios come from one run.

@@ -132,3 +132,14 @@ def run_sweep() -> Callable[..., subprocess.CompletedProcess]:
 
 # Tiny models are faster single-threaded on the 2-core CI machines (less thread contention).
 torch.set_num_threads(1)
+
+
+def staged_data() -> Path:
+    """Where the real datasets are staged for the tests that read them: ``$VHP_DATA_DIR``, else
+    ``shared/data`` beside the repo (this project's staging area); such tests skip, naming both,
+    when the folder they need is absent."""
+    env = os.environ.get("VHP_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+STAGED_DATA_HINT = "set VHP_DATA_DIR or stage the data in ../shared/data (see its README)"

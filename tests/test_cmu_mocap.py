@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import STAGED_DATA_HINT, staged_data
 from vhp_lightning.datamodules.asf_amc import parse_amc, parse_asf, read_motion
 from vhp_lightning.datamodules.cmu_mocap import (
     CMU_URL,
@@ -20,7 +21,7 @@ from vhp_lightning.datamodules.cmu_mocap import (
 )
 from vhp_lightning.datamodules.files import DataFileError
 
-SHARED = Path("/work/shared/data/cmu_mocap")
+SHARED = staged_data() / "cmu_mocap"
 XYZ = ("rx", "ry", "rz")
 # CMU's 31-bone skeleton: (bone, dofs) in ASF order; 62 AMC channels with the root.
 SKELETON = [
@@ -196,7 +197,9 @@ def test_bad_settings_are_explained(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="no staged CMU files in /work/shared/data")
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"no staged CMU files in {SHARED}: {STAGED_DATA_HINT}"
+)
 def test_staged_cmu_files_give_five_motions() -> None:
     dm = CMUMocapDataModule(SHARED)
     dm.setup()

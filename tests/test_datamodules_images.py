@@ -1,6 +1,7 @@
 """The 28x28 binary image DataModules (datamodules/mnist.py) on tiny generated fixtures.
 
-No network and no real data, except one test that reads /work/shared/data when it exists.
+No network and no real data, except one test that reads the staged MNIST ($VHP_DATA_DIR or
+../shared/data) when it exists.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from tests.conftest import STAGED_DATA_HINT, staged_data
 from vhp_lightning.datamodules.files import DataFileError
 from vhp_lightning.datamodules.idx import ChecksumError, read_idx
 from vhp_lightning.datamodules.mnist import (
@@ -26,7 +28,7 @@ from vhp_lightning.datamodules.mnist import (
     resolve_data_dir,
 )
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = staged_data()
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -312,7 +314,10 @@ def test_damaged_omniglot_png_names_the_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the staged real data
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="no staged data")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "mnist").is_dir(),
+    reason=f"no staged MNIST in {SHARED_DATA}: {STAGED_DATA_HINT}",
+)
 def test_staged_mnist_loads_verified() -> None:
     dm = MNISTDataModule(str(SHARED_DATA), verify=True)
     dm.setup()
