@@ -212,7 +212,7 @@ def train_row(job: Path) -> dict[str, Any] | None:
         "nll_se": test.get("test/nll_se", ""),
         "images": int(test["test/nll_images"]) if "test/nll_images" in test else "",
         "source": "train",
-        "run": str(job),
+        "run": run_name(job),
     }
 
 
@@ -241,7 +241,7 @@ def eval_row(path: Path) -> dict[str, Any] | None:
         "samples": nll.get("n_samples", ""),
         "images": nll.get("n_images", ""),
         "source": "evaluate",
-        "run": str(path.parent),
+        "run": run_name(path.parent),
     }
 
 
@@ -333,6 +333,12 @@ def row_id(row: dict[str, Any]) -> str:
     return (
         f"{group_slug(row)}_{row['row']}_{row['source']}_s{row['samples']}_n{row['images']}"
     ).replace(" ", "_")
+
+
+def run_name(folder: Path) -> str:
+    """A run named by its last two folders (``mnist/vhp_rewo_s0``): which run, never where on
+    which machine it lay."""
+    return "/".join(folder.resolve().parts[-2:])
 
 
 def _key(row: dict[str, Any]) -> tuple[str, ...]:
