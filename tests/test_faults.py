@@ -450,3 +450,14 @@ def test_a_bad_input_is_refused_early_in_one_message(run_cli, tmp_path, args, me
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "pytorch_lightning" not in imported
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("config.yaml"))
+
+
+def test_vhp_eval_help_answers_without_torch(tmp_path) -> None:
+    """``vhp-eval --help`` (the entry point is light; the metrics load only for a job)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "vhp_lightning.evaluate", "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "vhp-eval" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "pytorch_lightning" not in imported
