@@ -136,7 +136,7 @@ class VHPModule(pl.LightningModule):
         self._scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # this rank's (index, log_px)
 
     @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
+    def load_from_checkpoint(
         cls,
         checkpoint_path: str | Path,
         map_location: Any = "cpu",
@@ -153,7 +153,7 @@ class VHPModule(pl.LightningModule):
         from vhp_lightning.api import load
 
         trained = load(checkpoint_path, map_location=map_location, trusted=trusted)
-        config = dict(trained.config)
+        config: dict[str, Any] = {str(k): v for k, v in trained.config.items()}
         settings = {
             "nll_samples": config.get("nll_samples", 100),
             "nll_images": config.get("test_nll_images"),
