@@ -8,15 +8,11 @@ LightningModule for the *next* step (decision 3: beta is applied one step after 
 that produced it), and logs them. Its state is in ``state_dict()`` so checkpoints carry it.
 
 The scheme's quantities (``<name>/beta``, ``/c_hat``, ``/kappa_sq``, ``/train_prior``, and
-``train/sigma`` when ``training_step`` returns a learned likelihood sigma) go
-straight to ``trainer.loggers`` every ``trainer.log_every_n_steps`` steps (every step by
-default), one row per step with ``epoch`` as Lightning writes it, not through
-``LightningModule.log``, whose bookkeeping took 1.25 of 4.03 s in a cProfile of 405 pendulum
-VAE steps (with the module's one ``self.log`` a step); without it our VAE went from 0.80 to
-1.01 x pythae's steps per CPU-second (bench/RESULTS.md). They are also put in
-``trainer.callback_metrics`` (as Lightning's ddp_spawn launcher does with its results), where
-the progress line, other callbacks and ``vhp_lightning.train``'s returned metrics find them, as
-they did when they were logged.
+``train/sigma`` when ``training_step`` returns a learned likelihood sigma) go to the loggers every
+``trainer.log_every_n_steps`` steps (every step by default), one row per step with ``epoch``,
+through the one per-step logging path, ``vhp_lightning.io.steplog.log_step`` (it says why not
+``LightningModule.log``). They are also put in ``trainer.callback_metrics``, where the progress
+line, other callbacks and ``vhp_lightning.train``'s returned metrics find them.
 
 The module protocol (see ``ConstraintModule``) is all a scheme needs, so any LightningModule can use
 these callbacks, not only ours.
@@ -31,6 +27,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
+
+from vhp_lightning.io.steplog import log_step
 
 LOG_BETA_MIN = math.log(1e-12)  # beta never reaches 0 (it could not recover from exactly 0)
 LOG_BETA_MAX = math.log(1e12)  # GECO's beta is unbounded above 1 but must stay finite
@@ -147,12 +145,8 @@ class BetaScheme(Callback):
         if isinstance(outputs, dict) and "sigma" in outputs:  # a learned likelihood sigma
             metrics["train/sigma"] = float(outputs["sigma"])
         trainer.callback_metrics.update(metrics)
-        # The batch just trained (one optimiser step per batch), as the module's loss parts.
-        step = trainer.global_step - 1
-        if trainer.loggers and step % max(1, trainer.log_every_n_steps) == 0:
-            row = {**metrics, "epoch": trainer.current_epoch}
-            for logger in trainer.loggers:
-                logger.log_metrics(row, step=step)
+        # The batch just trained, through the one logging path (vhp_lightning/io/steplog.py).
+        log_step(trainer, {**metrics, "epoch": trainer.current_epoch}, trainer.log_every_n_steps)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -32,6 +32,7 @@ from vhp_lightning.analysis.nll import (
     write_per_image,
 )
 from vhp_lightning.io.checkpoint import CHECKPOINT_FORMAT
+from vhp_lightning.io.steplog import log_step
 from vhp_lightning.models.base import LatentVariableModel
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
@@ -208,13 +209,10 @@ class VHPModule(pl.LightningModule):
         # For callbacks and train()'s result, not for the loggers (below, every n steps): a
         # dict entry, not self.log, whose per-call bookkeeping is Python time on every step.
         self.trainer.callback_metrics["train/loss"] = loss.detach()
-        step = self.global_step - 1  # the batch just trained: the step the loggers record
-        if step % self.log_parts_every_n_steps == 0 and self.loggers:
-            # Straight to the loggers: a part logged with self.log would be re-written, stale,
-            # at every later step until it is logged again.
-            scalars = _scalars("train", parts, loss)
-            for logger in self.loggers:
-                logger.log_metrics(scalars, step=step)
+        # Straight to the loggers (vhp_lightning/io/steplog.py): a part logged with self.log
+        # would be re-written, stale, at every later step until it is logged again.
+        if self._trainer is not None and (self.global_step - 1) % self.log_parts_every_n_steps == 0:
+            log_step(self.trainer, _scalars("train", parts, loss), self.log_parts_every_n_steps)
         out = {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
         sigma = _learned_sigma(self.model)
         if sigma is not None:  # the other half of the effective weight: the scheme logs it
