@@ -199,3 +199,36 @@ def test_fused_adam_config_equals_foreach_up_to_rounding_and_skips_frozen_prior(
     assert opts["adam"].defaults["foreach"] is True and not opts["adam"].defaults["fused"]
     for a, b in zip(params["adam"], params["adam_fused"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["vhp", "iwae"])
+def test_val_loss_beta_is_the_models_own_objective_and_leaves_the_rng(kind) -> None:
+    """``val/loss_beta`` is ``model.loss(x, beta)["loss"]`` (for IWAE its beta-weighted IW
+    objective, not recon + beta * kl), drawn in a forked RNG: the global RNG after validation is
+    the one a beta = 1 pass alone leaves, so training does not change."""
+    from vhp_lightning.models.iwae import IWAE
+
+    h = [16, 16]
+    model = (
+        tiny_vhp()
+        if kind == "vhp"
+        else IWAE(GaussianMLP(256, 2, h), MLP(2, 256, h), GaussianLikelihood(), n_importance=4)
+    )
+    module = VHPModule(model, optimizer=_adam())
+    module.beta = 0.5
+    logged: dict[str, torch.Tensor] = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, value)  # type: ignore[method-assign]
+    module.log_dict = lambda d, **kw: logged.update(d)  # type: ignore[method-assign]
+    x = torch.rand(8, 256)
+    torch.manual_seed(3)
+    module._eval_step("val", x)
+    after = torch.get_rng_state()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        model.loss(x, beta=1.0)
+        state = torch.get_rng_state()
+        expected = model.loss(x, beta=0.5)["loss"]
+    assert torch.equal(after, state)
+    torch.testing.assert_close(logged["val/loss_beta"], expected)
+    if kind == "iwae":  # not the ELBO-type recombination of the beta = 1 parts
+        assert not torch.allclose(expected, logged["val/recon"] + 0.5 * logged["val/kl"])

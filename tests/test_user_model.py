@@ -46,9 +46,9 @@ class UserVAE(pl.LightningModule):
         prior = (self.prior_mean, self.prior_logvar)
         if not self.train_prior:  # REWO's initial phase: the prior stays where it is
             prior = tuple(p.detach() for p in prior)
-        nll = -gaussian_log_prob(x, x_mean, torch.full_like(x, 2 * self.log_sigma))  # (B,)
+        recon = -gaussian_log_prob(x, x_mean, torch.full_like(x, 2 * self.log_sigma))  # (B,)
         kl = gaussian_log_prob(z, mean, logvar) - gaussian_log_prob(z, *prior)  # (B,)
-        loss = (nll + self.beta * kl).mean()
+        loss = (recon + self.beta * kl).mean()
         constraint = squared_error_per_pixel(x, x_mean).mean()  # C_ba: mean squared pixel error
         self.log("constraint", constraint)
         return {"loss": loss, "constraint": constraint.detach()}

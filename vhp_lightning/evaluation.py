@@ -150,7 +150,7 @@ def rate_distortion(ctx: EvalContext) -> dict[str, Any]:
     for xb in ctx.batches():
         parts = ctx.trained.model.loss(xb, beta=1.0)
         rate.update(parts["kl"].detach(), weight=len(xb))
-        distortion.update(parts["nll"].detach(), weight=len(xb))
+        distortion.update(parts["recon"].detach(), weight=len(xb))
     r, d = float(rate.compute()), float(distortion.compute())
     return {"rate": r, "distortion": d, "negative_elbo": r + d}
 

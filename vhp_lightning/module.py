@@ -194,7 +194,7 @@ class VHPModule(pl.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss {loss.item()} at global step {self.global_step} "
-                f"(nll={parts['nll'].item():.4g}, kl={parts['kl'].item():.4g}, "
+                f"(recon={parts['recon'].item():.4g}, kl={parts['kl'].item():.4g}, "
                 f"beta={self.beta:.3g})."
                 " Training stopped before the bad update. Lower optim.optimizer.lr or check the "
                 "data."
@@ -360,11 +360,15 @@ class VHPModule(pl.LightningModule):
             raise EvaluationInterrupted(stage, signal.SIGINT, self.global_step) from None
 
     def _eval_step(self, stage: str, batch: Any) -> None:
-        parts = self.model.loss(_inputs(batch), beta=1.0)
+        x = _inputs(batch)
+        parts = self.model.loss(x, beta=1.0)
         loss = parts.pop("loss")
         self._log_parts(stage, parts, loss, prog_bar=stage == "val")
-        if stage == "val":  # the objective at the current beta, beside the beta = 1 bound
-            at_beta = loss if self.beta == 1.0 else parts["nll"] + self.beta * parts["kl"]
+        if stage == "val":  # the model's own objective at the current beta, beside the beta = 1
+            at_beta = loss  # bound; its second pass draws in a forked RNG: training is unchanged
+            if self.beta != 1.0:
+                with torch.random.fork_rng(devices=[x.device.index] if x.is_cuda else []):
+                    at_beta = self.model.loss(x, beta=self.beta)["loss"]
             self.log("val/loss_beta", at_beta.detach(), on_epoch=True, sync_dist=True)
 
     def _log_parts(
@@ -390,13 +394,12 @@ class VHPModule(pl.LightningModule):
 def _parts(stage: str, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The scalar parts of a model's loss under their logged names, ``<stage>/<name>``.
 
-    The constraint C_ba is logged as its square root, ``rmse``; the model's ``nll`` part (the
-    reconstruction term E_q[-log p(x|z)]) as ``recon``, since ``<stage>/nll`` names the
-    importance-sampled -log p(x) of Table 2 (``test_step``).
+    The constraint C_ba is logged as its square root, ``rmse``; ``recon`` is the reconstruction
+    term E_q[-log p(x|z)] (``<stage>/nll`` names the importance-sampled -log p(x) of Table 2,
+    ``test_step``).
     """
     scalars = {f"{stage}/{k}": v.detach() for k, v in parts.items() if v.dim() == 0}
     scalars[f"{stage}/rmse"] = scalars.pop(f"{stage}/constraint").clamp(min=0).sqrt()
-    scalars[f"{stage}/recon"] = scalars.pop(f"{stage}/nll")
     return scalars
 
 

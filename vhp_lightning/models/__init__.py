@@ -1,9 +1,9 @@
 """Generative models, one file each. Each is a plain ``nn.Module`` with
 
 * ``loss(x, beta) -> dict`` of batch means (scalars): ``loss`` (the objective to minimise at this
-  beta; ``nll + beta * kl`` for ELBO-type models, the beta-weighted IW objective for IWAE),
-  ``nll`` (E_q[-log p(x|z)]), ``kl`` (the KL term or its bound F), ``constraint`` (C_ba of
-  sec. 2.1, no gradient) and optional diagnostics;
+  beta; ``recon + beta * kl`` for ELBO-type models, the beta-weighted IW objective for IWAE),
+  ``recon`` (E_q[-log p(x|z)], the reconstruction term), ``kl`` (the KL term or its bound F),
+  ``constraint`` (C_ba of sec. 2.1, no gradient) and optional diagnostics;
 * ``vae_parameters()`` (theta, phi) and ``prior_parameters()`` (Theta, Phi; may be empty);
 * ``log_likelihood(x, n_samples)`` -> ``(B,)`` importance-sampled log p(x) (sec. 4.3);
 * ``encode``, ``decode``, ``sample``.

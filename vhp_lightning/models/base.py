@@ -69,7 +69,7 @@ class LatentVariableModel(nn.Module):
         yield from ()
 
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
-        """The batch-mean objective at ``beta`` and its parts: ``loss``, ``nll``, ``kl`` and the
+        """The batch-mean objective at ``beta`` and its parts: ``loss``, ``recon``, ``kl`` and the
         constraint C_ba as ``constraint`` (each a scalar); defined by every model."""
         raise NotImplementedError
 

@@ -26,7 +26,7 @@ def iw_objective(
     """Batch means of the beta-weighted IW objective (module docstring) over the K =
     ``n_importance`` weights of ``model.log_weights``, ``x: (B, ...)``.
 
-    Returns ``loss`` = -mean_b logmeanexp_k [log_px + beta * (log_p - log_q)], ``nll`` (mean over
+    Returns ``loss`` = -mean_b logmeanexp_k [log_px + beta * (log_p - log_q)], ``recon`` (mean over
     k and b of -log p(x|.)), ``kl`` (mean of log_q - log_p) and ``constraint`` (C_ba averaged
     over the K samples, no gradient).
     """
@@ -38,7 +38,7 @@ def iw_objective(
         constraint = squared_error_per_pixel(x_flat, model.likelihood.mean(w["out"])).mean()
     return {
         "loss": -iw_log_marginal(log_px + beta * (log_p - log_q)).mean(),
-        "nll": -log_px.mean(),
+        "recon": -log_px.mean(),
         "kl": (log_q - log_p).mean(),
         "constraint": constraint,
     }

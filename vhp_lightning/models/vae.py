@@ -60,19 +60,19 @@ class VAE(LatentVariableModel):
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """Batch means of the beta-weighted negative ELBO (eq. 2), one sample z ~ q_phi(z|x).
 
-        ``x: (B, *data_shape)``. Returns ``loss`` = nll + beta * kl, ``nll`` =
-        E_q[-log p_theta(x|z)], ``kl`` = KL(q_phi(z|x) || p(z)) (``kl_term``) and ``constraint``
-        = C_ba (mean squared error per pixel, no gradient).
+        ``x: (B, *data_shape)``. Returns ``loss`` = recon + beta * kl, ``recon`` =
+        E_q[-log p_theta(x|z)] (the reconstruction term), ``kl`` = KL(q_phi(z|x) || p(z))
+        (``kl_term``) and ``constraint`` = C_ba (mean squared error per pixel, no gradient).
         """
         mean, logvar = self.encode(x)
         z = reparameterize(mean, logvar)
         out = self.decoder_output(z)
         x_flat = x.flatten(start_dim=1)
-        nll = -self.likelihood.log_prob(x_flat, out).mean()
+        recon = -self.likelihood.log_prob(x_flat, out).mean()
         kl = self.kl_term(z, mean, logvar).mean()
         with torch.no_grad():
             constraint = squared_error_per_pixel(x_flat, self.likelihood.mean(out)).mean()
-        return {"loss": nll + beta * kl, "nll": nll, "kl": kl, "constraint": constraint}
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "constraint": constraint}
 
     # --- generation and evaluation ------------------------------------------------------------
     def sample_prior(self, n: int) -> torch.Tensor:

@@ -70,7 +70,7 @@ class VHP(TwoLayerModel):
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """Batch means of the terms of L_VHP (eq. 9), divided by lambda (decision 2).
 
-        ``x: (B, *data_shape)``. Returns ``loss`` = nll + beta * kl, ``nll`` =
+        ``x: (B, *data_shape)``. Returns ``loss`` = recon + beta * kl, ``recon`` =
         E_q[-log p_theta(x|z)], ``kl`` = F (eq. 8), ``constraint`` = C_ba (mean squared error
         per pixel), ``log_q_z`` and ``log_p_z`` (the bound on log p_Theta(z)).
         """
@@ -83,10 +83,10 @@ class VHP(TwoLayerModel):
         log_p_z = self.log_prior(z)
         with torch.no_grad():
             constraint = squared_error_per_pixel(x_flat, self.likelihood.mean(out)).mean()
-        nll, kl = -log_px.mean(), vhp_kl_bound(log_q_z, log_p_z).mean()
+        recon, kl = -log_px.mean(), vhp_kl_bound(log_q_z, log_p_z).mean()
         return {
-            "loss": nll + beta * kl,
-            "nll": nll,
+            "loss": recon + beta * kl,
+            "recon": recon,
             "kl": kl,
             "constraint": constraint,
             "log_q_z": log_q_z.detach().mean(),
