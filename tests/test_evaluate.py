@@ -391,3 +391,19 @@ def test_table2_report_appends_rows_and_puts_ours_beside_the_paper(tmp_path: Pat
     md.unlink()
     report_main(["table2", "--out", str(md), "--csv", str(csv_path)])
     assert md.read_text() == text
+
+
+def test_results_reach_the_chosen_logger(eval_cfg, tmp_path: Path) -> None:
+    """``vhp-eval logger=csv``: the numeric results as eval/<metric>/<name> at the checkpoint's
+    step; no logger by default (metrics.json is the record)."""
+    import csv
+
+    assert eval_cfg().logger == {}
+    out = tmp_path / "eval"
+    cfg = eval_cfg("metrics=[active_units]", "limit=20", "logger=csv", f"logger.csv.save_dir={out}")
+    result = evaluate(cfg, out)
+    with open(out / "csv" / "metrics.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    units = result["metrics"]["active_units"]["active_units"]
+    assert float(row["eval/active_units/active_units"]) == units
+    assert int(row["step"]) == result["global_step"]

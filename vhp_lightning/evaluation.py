@@ -323,4 +323,31 @@ def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     )
     log.info("%s\nwritten to %s", summary, out_dir / "metrics.json")
+    log_results(cfg, result)
     return result
+
+
+def log_results(cfg: DictConfig, result: dict[str, Any]) -> None:
+    """Send the numeric results to the loggers of ``cfg.logger`` (none by default), as
+    ``eval/<metric>/<name>`` at the checkpoint's training step, with the checkpoint and split as
+    hyperparameters; each logger is closed (a W&B run per evaluation)."""
+    from vhp_lightning.io.config import instantiate_group
+
+    loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:
+        return
+    row = {
+        f"eval/{metric}/{key}": float(value)
+        for metric, values in result["metrics"].items()
+        for key, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    info = {k: result[k] for k in ("checkpoint", "split", "n_images", "global_step", "model")}
+    for logger in loggers:
+        logger.log_hyperparams(info)
+        logger.log_metrics(row, step=int(result["global_step"]))
+        logger.finalize("success")
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
