@@ -199,3 +199,22 @@ def test_single_run_wandb_has_no_group(compose_cfg) -> None:
     cfg = compose_cfg("logger=wandb", "optim=geco", "data_dir=/data", tiny=False)
     assert cfg.logger.wandb.group is None
     assert cfg.logger.wandb.name == "pendulum-vhp-geco"  # data_dir, optim=: not in the name
+
+
+@pytest.mark.parametrize(
+    ("target", "job", "devices", "accelerator", "gpus", "want"),
+    [
+        ("hydra_plugins.hydra_joblib_launcher.JoblibLauncher", 5, 1, "auto", 4, [1]),
+        ("hydra_plugins.hydra_joblib_launcher.JoblibLauncher", 3, 1, "gpu", 4, [3]),
+        ("hydra_plugins.hydra_joblib_launcher.JoblibLauncher", 5, 1, "auto", 1, None),  # one GPU
+        ("hydra_plugins.hydra_joblib_launcher.JoblibLauncher", 5, 2, "auto", 4, None),  # DDP job
+        ("hydra_plugins.hydra_joblib_launcher.JoblibLauncher", 5, 1, "cpu", 4, None),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", 5, 1, "auto", 4, None),
+    ],
+)
+def test_parallel_jobs_take_one_gpu_each(target, job, devices, accelerator, gpus, want) -> None:
+    """hydra/launcher=parallel on G GPUs: job k on GPU k mod G (round-robin), only for one-device
+    jobs of the joblib launcher on a GPU accelerator."""
+    from vhp_lightning.runs.preflight import job_gpus
+
+    assert job_gpus(target, job, devices, accelerator, gpus) == want

@@ -43,6 +43,7 @@ from vhp_lightning.runs.preflight import (
     check_run_dir_overrides,
     check_wandb,
     missing_plugin,
+    parallel_job_gpus,
 )
 from vhp_lightning.runs.resume import check_resume, checkpoint_dir, resolve_ckpt_path
 from vhp_lightning.runs.rundir import (
@@ -123,11 +124,13 @@ def _train(
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     if any(isinstance(lg, AppendingCSVLogger) for lg in loggers):
         callbacks.append(LogHistory())  # the CSV rows of each checkpoint: resume appends
+    gpus = parallel_job_gpus(cfg)  # hydra/launcher=parallel on G > 1 GPUs: job k on GPU k mod G
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=[*callbacks, scheme, SpawnTeardown()],  # SpawnTeardown last: it ends DDP
         logger=loggers or False,
         plugins=[AtomicCheckpointIO(root=checkpoint_dir(cfg) if run_dir is not None else None)],
+        **({"devices": gpus} if gpus else {}),
     )
     for lg in loggers:
         lg.log_hyperparams(config)

@@ -9,6 +9,7 @@ import importlib.util
 import netrc
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -115,3 +116,42 @@ def check_run_dir_overrides(argv: list[str]) -> str | None:
                     )
                 break
     return None
+
+
+def job_gpus(
+    launcher_target: str, job_num: int, devices: Any, accelerator: str, n_gpus: int
+) -> list[int] | None:
+    """One GPU per job of a local parallel multirun (``hydra/launcher=parallel``, Hydra's joblib
+    launcher): job k trains on GPU ``k mod n_gpus`` when the trainer asks for one device
+    (``trainer.devices: 1``) on ``auto``/``gpu``/``cuda`` and the machine has more than one GPU;
+    otherwise ``None`` (the trainer's own setting). Round-robin: with more jobs at once than GPUs,
+    jobs share them evenly."""
+    if "joblib" not in launcher_target.lower() or n_gpus < 2:
+        return None
+    if devices != 1 or str(accelerator) not in ("auto", "gpu", "cuda"):
+        return None
+    return [job_num % n_gpus]
+
+
+def parallel_job_gpus(cfg: Any) -> list[int] | None:
+    """``job_gpus`` for this Hydra job (``None`` outside a multirun or without CUDA)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    import torch
+
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "")
+    trainer = cfg.get("trainer") or {}
+    return job_gpus(
+        target,
+        int(hydra_cfg.job.get("num", 0) or 0),
+        trainer.get("devices", 1),
+        trainer.get("accelerator", "auto"),
+        torch.cuda.device_count() if torch.cuda.is_available() else 0,
+    )
