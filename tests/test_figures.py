@@ -403,3 +403,14 @@ def test_fig7_tick_labels_stay_readable_with_50_dimensions() -> None:
     assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False))
     _assert_titles_readable(named)
     plt.close(named)
+
+
+def test_beta_traces_add_a_sigma_panel_when_sigma_is_learned() -> None:
+    from vhp_lightning.analysis.figures import plot_beta_traces
+
+    steps = np.arange(10)
+    traces = {"a": (steps, np.full(10, 1e-3), np.full(10, 1e-2))}
+    assert len(plot_beta_traces(traces).axes) == 2
+    fig = plot_beta_traces(traces, sigmas={"a": (steps, np.linspace(1, 0.5, 10))})
+    assert len(fig.axes) == 3 and fig.axes[2].get_ylabel() == "likelihood sigma"
+    assert fig.axes[2].get_xlabel() == "step" and fig.axes[1].get_xlabel() == ""

@@ -439,8 +439,11 @@ def plot_beta_traces(
     kappa_sq: float | None = None,
     switch_steps: Mapping[str, int | None] | None = None,
     title: str = "",
+    sigmas: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Figure:
-    """beta (top) and the running constraint C_t (bottom, eq. 11) against the step, log scales.
+    """beta (top) and the running constraint C_t (eq. 11) against the step, log scales; with
+    ``sigmas`` (run label -> ``(steps, sigma)``, a learned likelihood sigma) a third panel: the
+    other half of the effective reconstruction weight 1 / (2 sigma^2).
 
     Args:
         traces: run label -> ``(steps (T,), betas (T,), C_t (T,))``; with several runs, one
@@ -450,9 +453,16 @@ def plot_beta_traces(
             dotted on both axes (``None``: no switch, or no phases).
     """
     single = len(traces) == 1
-    fig, (ax_b, ax_c) = plt.subplots(
-        2, 1, figsize=(6, 5) if single else (7, 6), sharex=True, layout="constrained"
+    sigmas = {k: v for k, v in (sigmas or {}).items() if len(v[0])}
+    rows = 3 if sigmas else 2
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(6, 2.5 * rows) if single else (7, 3 * rows),
+        sharex=True,
+        layout="constrained",
     )
+    ax_b, ax_c = axes[0], axes[1]
     colours = {}
     for label, (steps, betas, c_hats) in traces.items():
         (line,) = ax_b.plot(steps, np.maximum(betas, 1e-12), lw=1, label=label)
@@ -460,10 +470,17 @@ def plot_beta_traces(
         ax_c.plot(steps, c_hats, lw=1, color=line.get_color(), label="C_t" if single else None)
     if kappa_sq is not None:
         ax_c.axhline(kappa_sq, color="tab:red", ls="--", lw=1, label="kappa^2")
+    if sigmas:
+        ax_s = axes[2]
+        for label, (steps, sigma) in sigmas.items():
+            ax_s.plot(steps, sigma, lw=1, color=colours.get(label))
+        ax_s.set_yscale("log")
+        ax_s.set_ylabel("likelihood sigma")
+        ax_s.set_xlabel("step")
     for label, switch in (switch_steps or {}).items():
         if switch is None:
             continue
-        for ax in (ax_b, ax_c):
+        for ax in axes:
             ax.axvline(switch, color=colours.get(label, "tab:green"), ls=":", lw=1.5)
         if single:
             ax_c.plot(
@@ -475,7 +492,8 @@ def plot_beta_traces(
     ax_b.set_ylabel("beta")
     ax_c.set_yscale("log")
     ax_c.set_ylabel("C_t")
-    ax_c.set_xlabel("step")
+    if not sigmas:
+        ax_c.set_xlabel("step")
     if not single:
         ax_b.legend(fontsize=7)
     if ax_c.get_legend_handles_labels()[0]:

@@ -149,18 +149,19 @@ def overrides(job: Path) -> dict[str, str]:
 
 
 def scheme_trace(job: Path) -> dict[str, np.ndarray]:
-    """``step``, ``beta``, ``c_hat``, ``train_prior`` per logged step of a run's CSV log (the
-    scheme's ``<name>/...`` columns); empty arrays when the run has none."""
+    """``step``, ``beta``, ``c_hat``, ``train_prior`` and ``sigma`` (a learned likelihood sigma,
+    ``train/sigma``; NaN without one) per logged step of a run's CSV log (the scheme's
+    ``<name>/...`` columns); empty arrays when the run has none."""
     rows: dict[int, dict[str, float]] = {}
     for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
         for row in read_csv(metrics_csv):
             for key, value in row.items():
                 name = key.rsplit("/", 1)[-1]
-                if "/" in key and name in ("beta", "c_hat", "train_prior") and value:
+                if "/" in key and name in ("beta", "c_hat", "train_prior", "sigma") and value:
                     rows.setdefault(int(float(row["step"])), {})[name] = float(value)
     steps = sorted(s for s, r in rows.items() if "beta" in r)
     out = {"step": np.array(steps, dtype=np.int64)}
-    for name in ("beta", "c_hat", "train_prior"):
+    for name in ("beta", "c_hat", "train_prior", "sigma"):
         out[name] = np.array([rows[s].get(name, math.nan) for s in steps])
     return out
 

@@ -303,10 +303,16 @@ def plot_traces(jobs: dict[str, Path], path: Path, kappa_sq: float | None = None
     from vhp_lightning.analysis.figures import plot_beta_traces, save_figure
 
     traces = {PAPER.get(setting, (setting,))[0]: scheme_trace(job) for setting, job in jobs.items()}
+    sigmas = {
+        label: (t["step"][ok], t["sigma"][ok])
+        for label, t in traces.items()
+        if (ok := np.isfinite(t["sigma"])).any()
+    }
     fig = plot_beta_traces(
         {label: (t["step"], t["beta"], t["c_hat"]) for label, t in traces.items()},
         kappa_sq,
         {label: switch_step(t) for label, t in traces.items()},
+        sigmas=sigmas,
     )
     save_figure(fig, path, dpi=90)
 
