@@ -141,7 +141,7 @@ def parallel_job_gpus(cfg: Any) -> list[int] | None:
 
     if not HydraConfig.initialized():
         return None
-    hydra_cfg = HydraConfig.get()
+    hydra_cfg: Any = HydraConfig.get()  # a DictConfig at run time (typed as HydraConf)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     import torch
@@ -150,7 +150,7 @@ def parallel_job_gpus(cfg: Any) -> list[int] | None:
     trainer = cfg.get("trainer") or {}
     return job_gpus(
         target,
-        int(hydra_cfg.job.get("num", 0) or 0),
+        int(OmegaConf.select(hydra_cfg, "job.num", default=0) or 0),
         trainer.get("devices", 1),
         trainer.get("accelerator", "auto"),
         torch.cuda.device_count() if torch.cuda.is_available() else 0,
