@@ -211,8 +211,10 @@ class VHPModule(pl.LightningModule):
         self.trainer.callback_metrics["train/loss"] = loss.detach()
         # Straight to the loggers (vhp_lightning/io/steplog.py): a part logged with self.log
         # would be re-written, stale, at every later step until it is logged again.
-        if self._trainer is not None and (self.global_step - 1) % self.log_parts_every_n_steps == 0:
-            log_step(self.trainer, _scalars("train", parts, loss), self.log_parts_every_n_steps)
+        if self._trainer is not None:  # the parts are turned into floats only on a logged step
+            log_step(
+                self.trainer, lambda: _scalars("train", parts, loss), self.log_parts_every_n_steps
+            )
         out = {"loss": loss.detach(), "constraint": parts["constraint"].detach()}
         sigma = _learned_sigma(self.model)
         if sigma is not None:  # the other half of the effective weight: the scheme logs it

@@ -11,13 +11,18 @@ batch just trained, from 0, the numbering Lightning's own logging uses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
-def log_step(trainer: Any, row: dict[str, float], every: int) -> None:
-    """Write ``row`` (name -> float) for the batch just trained to every logger of ``trainer``,
-    on the steps ``0, every, 2 * every, ...``; nothing when there is no logger."""
+def log_step(
+    trainer: Any, row: dict[str, float] | Callable[[], dict[str, float]], every: int
+) -> None:
+    """Write ``row`` (name -> float, or a function building it, called only on a logged step)
+    for the batch just trained to every logger of ``trainer``, on the steps ``0, every,
+    2 * every, ...``; nothing when there is no logger."""
     step = trainer.global_step - 1
     if trainer.loggers and step % max(1, every) == 0:
+        values = row() if callable(row) else row
         for logger in trainer.loggers:
-            logger.log_metrics(row, step=step)
+            logger.log_metrics(values, step=step)
