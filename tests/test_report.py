@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vhp_lightning.report import main
-from vhp_lightning.reports import scheme_trace
+from vhp_lightning.reports import Column, markdown_table, scheme_trace
 
 
 def _fake_job(
@@ -79,6 +79,31 @@ def test_table1_rows_are_appended_once_and_the_table_has_mean_and_std(tmp_path: 
     md.unlink()
     main(["pendulum_table1", "--out", str(md)])
     assert md.read_text() == text
+
+
+def test_a_new_metric_becomes_a_column_of_the_csv_and_of_the_table(tmp_path: Path) -> None:
+    """A metric added to the config (docs/extending.md) needs no report edit: its number in
+    pendulum_metrics.json becomes a CSV column (rows collected before it stay empty) and a
+    mean +- std column of the table, under its own name."""
+    md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"  # --out's CSV lies beside it
+    _fake_job(tmp_path / "a", "0", "rewo", 0.10, seed=0)
+    main(["pendulum_table1", str(tmp_path / "a"), "--out", str(md)])
+    for seed, value in ((1, 2.0), (2, 4.0)):
+        job = _fake_job(tmp_path / "b", str(seed), "rewo", 0.10, seed=seed)
+        path = job / "figures" / "pendulum_metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "toy_radius": value}))
+    main(["pendulum_table1", str(tmp_path / "b"), "--out", str(md)])
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["toy_radius"] for r in rows] == ["", "2.0", "4.0"]
+    header, _, line = md.read_text().split("## ")[1].splitlines()[2:5]
+    assert header.endswith("| prior / encoded radius | toy_radius | wall time per run |")
+    assert line.split(" | ")[-2] == "3.000 ± 1.414"
+    # A header name that is not a metric's (a hand edit) is refused; nothing is written.
+    before = csv_path.read_text()
+    csv_path.write_text(before.replace("toy_radius", "Toy Radius!"))
+    with pytest.raises(ValueError, match=r"line 1: unknown column\(s\) Toy Radius!\. Nothing"):
+        main(["pendulum_table1", str(tmp_path / "b"), "--out", str(md)])
+    assert "Toy Radius!" in csv_path.read_text()
 
 
 def test_table1_figures_put_the_settings_side_by_side(tmp_path: Path) -> None:
@@ -181,3 +206,18 @@ def test_cmu_report_tables_fig7_and_copies_figures(tmp_path: Path) -> None:
 def test_cmu_report_without_jobs_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="experiment=cmu_interpolation"):
         main(["cmu_interpolation", str(tmp_path)])
+
+
+def test_markdown_table_is_written_from_one_column_spec() -> None:
+    runs = {"rewo": [0.1, 0.3], "geco": []}  # a group per line: a setting and its runs' errors
+    columns = [
+        Column("setting", lambda name: name),
+        Column("runs \\| errors", lambda name: ", ".join(f"{e:.1f}" for e in runs[name]) or "—"),
+    ]
+    assert markdown_table(columns, runs) == [
+        "| setting | runs \\| errors |",
+        "|---|---|",
+        "| rewo | 0.1, 0.3 |",
+        "| geco | — |",
+    ]
+    assert markdown_table(columns[:1], []) == ["| setting |", "|---|"]

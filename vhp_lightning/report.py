@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
         module = REPORTS[args.table]
         csv_path = args.csv or out.with_suffix(".csv")
         if csv_path.is_file():  # refused before anything is written
-            read_results(csv_path, module.COLUMNS, module.KEY)
+            read_results(csv_path, module.csv_columns(csv_path, []), module.KEY)
         skipped = SKIPPED[args.table](args.sweep_dir)
         for line in skipped:  # printed before a report that may find no row at all
             print(line)

@@ -1,8 +1,9 @@
 """Collectors over sweeps: read run dirs and ``results/*.csv``, write ``results/*.md``.
 
 The pieces every collector shares live here: finding run dirs, reading a run's overrides and its
-beta-scheme trace, checking a results CSV before it is used, and appending result rows to a CSV
-without ever overwriting one.
+beta-scheme trace, checking a results CSV before it is used, appending result rows to a CSV
+without ever overwriting one, and writing a Markdown table from one column spec (``Column``,
+``markdown_table``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import numpy as np
-import yaml
 
 from vhp_lightning.io.files import atomic_open
+from vhp_lightning.runs.record import RECORD, read_overrides
 
 CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")  # git's merge-conflict lines
 
@@ -136,16 +138,15 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if not path.is_dir():
             raise FileNotFoundError(f"{path} is not a folder (a run dir or a sweep dir)")
-        runs += sorted(p.parent for p in path.rglob(".hydra") if p.is_dir())
+        runs += sorted(p.parent for p in path.rglob(RECORD) if p.is_dir())
     return runs
 
 
 def overrides(job: Path) -> dict[str, str]:
     """A run's command-line overrides (``.hydra/overrides.yaml``) as ``{key: value}``, with a
     leading ``+`` dropped (``+table1=rewo`` -> ``{"table1": "rewo"}``)."""
-    path = job / ".hydra" / "overrides.yaml"
-    items = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
-    return {name.lstrip("+"): value for name, _, value in (str(i).partition("=") for i in items)}
+    items = read_overrides(job)
+    return {name.lstrip("+"): value for name, _, value in (i.partition("=") for i in items)}
 
 
 def scheme_trace(job: Path) -> dict[str, np.ndarray]:
@@ -212,3 +213,23 @@ def mean_std(values: list[float], digits: int = 3) -> str:
 def floats(rows: list[dict[str, str]], key: str) -> list[float]:
     """The non-empty values of column ``key`` as floats."""
     return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
+Group = TypeVar("Group")  # what one line of a Markdown table is made from: a CSV row, a run, ...
+
+
+@dataclass(frozen=True)
+class Column(Generic[Group]):
+    """One column of a Markdown table: its ``header`` and the ``cell`` text of the ``Group``
+    one line is made from (a ``|`` inside either is escaped, ``\\|``, by the caller)."""
+
+    header: str
+    cell: Callable[[Group], str]
+
+
+def markdown_table(columns: Sequence[Column[Group]], groups: Iterable[Group]) -> list[str]:
+    """The lines of a Markdown table of C ``columns`` over N ``groups`` (N + 2 lines): the
+    header line ``| h_1 | ... | h_C |``, the separator ``|---|...|---|`` and per group
+    ``| cell_1(group) | ... | cell_C(group) |``."""
+    lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(c.cell(group) for c in columns) + " |" for group in groups]

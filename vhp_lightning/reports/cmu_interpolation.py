@@ -6,12 +6,13 @@ and 17 panels copied beside it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vhp_lightning.reports import open_for_writing, read_csv
+from vhp_lightning.reports import Column, markdown_table, open_for_writing, read_csv
+from vhp_lightning.runs.record import read_config, read_overrides, record_path
 
 # Sec. 4.2 / App. C: the three models of Fig. 5-7 and 17; the figures copied per model.
 _CMU_MODELS = ("VHP", "VampPrior", "IWAE")  # Fig. 7's order
@@ -34,11 +35,14 @@ def _final_step_and_beta(job: Path) -> tuple[int | None, float | None]:
     return step, beta
 
 
+def _jobs(sweep_dir: Path) -> list[Path]:
+    """Every run dir under ``sweep_dir`` that holds a composed config, in path order."""
+    return sorted(p.parent.parent for p in sweep_dir.rglob(str(record_path(Path(), "config.yaml"))))
+
+
 def _overrides_text(job: Path) -> str:
     """The job's command-line overrides (``.hydra/overrides.yaml``), e.g. ``optim.kappa=0.1``."""
-    path = job / ".hydra" / "overrides.yaml"
-    items = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
-    return ", ".join(f"`{item}`" for item in items) or "none"
+    return ", ".join(f"`{item}`" for item in read_overrides(job)) or "none"
 
 
 def _cmu_label(cfg: dict[str, Any]) -> tuple[str, str] | None:
@@ -50,6 +54,56 @@ def _cmu_label(cfg: dict[str, Any]) -> tuple[str, str] | None:
     kind = str(scheme.get("_target_", "")).rsplit(".", 1)[-1]
     objective = f"beta = {scheme.get('beta', 1.0):g}" if kind == "ConstantBeta" else kind
     return name, objective
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A finished Fig. 7 job: its model and objective, its run dir, its interpolation summary
+    and the last step and beta of its CSV log (None: none logged)."""
+
+    model: str
+    objective: str
+    path: Path
+    summary: dict[str, float]  # interpolation/interpolation_summary.csv: metric -> value
+    step: int | None
+    beta: float | None
+
+
+def _summary(metric: str, spec: str) -> Callable[[_Job], str]:
+    """The cell of a job's summary ``metric`` in the format ``spec`` (``".4f"``)."""
+    return lambda job: f"{job.summary[metric]:{spec}}"
+
+
+# Fig. 7's table: a line per job.
+_JOB_COLUMNS: tuple[Column[_Job], ...] = (
+    Column("model", lambda job: job.model),
+    Column("objective", lambda job: job.objective),
+    Column("steps", lambda job: "?" if job.step is None else str(job.step)),
+    Column("final beta", lambda job: "?" if job.beta is None else f"{job.beta:.3g}"),
+    Column("smoothness mean", _summary("smoothness_mean", ".4f")),
+    Column("std over interpolations", _summary("smoothness_std", ".4f")),
+    Column("std over graphs", _summary("smoothness_graph_std", ".4f")),
+    Column(
+        "connected",
+        lambda job: f"{job.summary['n_connected']:.0f} / {job.summary['n_interpolations']:.0f}",
+    ),
+    Column("path points", _summary("path_points_mean", ".1f")),
+    Column("latent path length", _summary("latent_length_mean", ".2f")),
+    Column("job (overrides)", lambda job: f"`{job.path}` ({_overrides_text(job.path)})"),
+)
+
+
+def _per_joint(rows: list[dict[str, str]]) -> Callable[[int], str]:
+    """A model's cell of output dimension ``d`` in the per-joint table, from the rows of its
+    ``smoothness_per_dim.csv``: ``mean +- std``, ``mean`` without a std, empty past its rows."""
+
+    def cell(d: int) -> str:
+        if d >= len(rows):
+            return ""
+        std = rows[d].get("smoothness_std")
+        return f"{float(rows[d]['smoothness']):.4f}" + (f" +- {float(std):.4f}" if std else "")
+
+    return cell
 
 
 def plot_smoothness_per_joint(
@@ -76,9 +130,8 @@ def plot_smoothness_per_joint(
 def skipped(sweep_dir: Path) -> list[str]:
     """One line per job under ``sweep_dir`` that gives no Fig. 7 row, saying why."""
     lines = []
-    for cfg_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
-        job = cfg_path.parent.parent
-        label = _cmu_label(yaml.safe_load(cfg_path.read_text()) or {})
+    for job in _jobs(sweep_dir):
+        label = _cmu_label(read_config(job))
         if label is None:
             lines.append(f"no row from {job}: not a Fig. 7 model ({', '.join(_CMU_MODELS)})")
         elif not (job / "interpolation" / "interpolation_summary.csv").is_file():
@@ -97,20 +150,24 @@ def cmu_interpolation(
     job of ``experiment=cmu_interpolation`` under ``sweep_dir``; with ``figures_dir``, Fig. 7 is
     drawn there and each model's Fig. 5 and 17 panels are copied beside it, linked from the
     Markdown relative to ``md_dir`` (default: the folder of ``figures_dir``)."""
-    jobs = []
-    for cfg_path in sorted(sweep_dir.rglob(".hydra/config.yaml")):
-        job = cfg_path.parent.parent
-        summary_csv = job / "interpolation" / "interpolation_summary.csv"
-        label = _cmu_label(yaml.safe_load(cfg_path.read_text()) or {})
+    jobs: list[_Job] = []
+    for run_dir in _jobs(sweep_dir):
+        summary_csv = run_dir / "interpolation" / "interpolation_summary.csv"
+        label = _cmu_label(read_config(run_dir))
         if label and summary_csv.is_file():
+            model, objective = label
             summary = {r["metric"]: float(r["value"]) for r in read_csv(summary_csv)}
-            jobs.append((label, job, summary))
+            step, beta = _final_step_and_beta(run_dir)
+            jobs.append(_Job(model, objective, run_dir, summary, step, beta))
     if not jobs:
         raise FileNotFoundError(
             f"no finished CMU interpolation job under {sweep_dir} (expected <job>/interpolation/"
             "interpolation_summary.csv); run `python -m vhp_lightning.train -m "
             "experiment=cmu_interpolation` first"
         )
+    jobs.sort(
+        key=lambda job: (_CMU_MODELS.index(job.model), job.objective != "REWO", str(job.path))
+    )
     lines = [
         f"# CMU motion capture: smoothness of graph-based interpolations (sweep `{sweep_dir}`)",
         "",
@@ -119,31 +176,18 @@ def cmu_interpolation(
         "n_graphs x n_pairs random interpolations. The paper reports it as a bar chart only "
         "(VHP smoother than VampPrior and IWAE), so there is no number to put beside ours.",
         "",
-        "| model | objective | steps | final beta | smoothness mean | std over interpolations "
-        "| std over graphs | connected | path points | latent path length | job (overrides) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(_JOB_COLUMNS, jobs),
     ]
     per_dim: dict[str, list[dict[str, str]]] = {}
     copied: list[str] = []
-    jobs.sort(key=lambda j: (_CMU_MODELS.index(j[0][0]), j[0][1] != "REWO", str(j[1])))
-    for (model, objective), job, m in jobs:
-        step, beta = _final_step_and_beta(job)
-        name = f"{model} ({objective})"
-        lines.append(
-            f"| {model} | {objective} | {step if step is not None else '?'} | "
-            f"{'?' if beta is None else f'{beta:.3g}'} | {m['smoothness_mean']:.4f} | "
-            f"{m['smoothness_std']:.4f} | {m['smoothness_graph_std']:.4f} | "
-            f"{m['n_connected']:.0f} / {m['n_interpolations']:.0f} | "
-            f"{m['path_points_mean']:.1f} | {m['latent_length_mean']:.2f} | `{job}` "
-            f"({_overrides_text(job)}) |"
-        )
-        per_dim_csv = job / "interpolation" / "smoothness_per_dim.csv"
+    for job in jobs:
+        per_dim_csv = job.path / "interpolation" / "smoothness_per_dim.csv"
         if per_dim_csv.is_file():
-            per_dim[name] = read_csv(per_dim_csv)
+            per_dim[f"{job.model} ({job.objective})"] = read_csv(per_dim_csv)
         if figures_dir is not None:
-            slug = f"{model}_{objective}".lower().replace(" = ", "").replace(" ", "_")
+            slug = f"{job.model}_{job.objective}".lower().replace(" = ", "").replace(" ", "_")
             for fig_name in _CMU_FIGURES:
-                src = job / "interpolation" / fig_name
+                src = job.path / "interpolation" / fig_name
                 if src.is_file():
                     with open_for_writing(figures_dir / f"{slug}_{fig_name}", "wb") as f:
                         f.write(src.read_bytes())
@@ -151,28 +195,19 @@ def cmu_interpolation(
     if per_dim:
         from vhp_lightning.datamodules.cmu_mocap import FEATURE_CHANNELS
 
-        names = list(per_dim)
+        n_dims = max(len(rows) for rows in per_dim.values())
+        named = n_dims == len(FEATURE_CHANNELS)
+        channels = list(FEATURE_CHANNELS) if named else [str(d) for d in range(n_dims)]
+        joint_columns = [
+            Column("channel", lambda d: channels[d]),
+            *(Column(name, _per_joint(rows)) for name, rows in per_dim.items()),
+        ]
         lines += [
             "",
             "## Per joint channel (Fig. 7): mean +- std over the connected interpolations",
             "",
-            "| channel | " + " | ".join(names) + " |",
-            "|---|" + "---|" * len(names),
+            *markdown_table(joint_columns, range(n_dims)),
         ]
-        n_dims = max(len(rows) for rows in per_dim.values())
-        named = n_dims == len(FEATURE_CHANNELS)
-        channels = list(FEATURE_CHANNELS) if named else [str(d) for d in range(n_dims)]
-        for d, channel in enumerate(channels):
-            cells = []
-            for rows in per_dim.values():
-                r = rows[d] if d < len(rows) else None
-                std = r.get("smoothness_std") if r else None
-                cells.append(
-                    ""
-                    if r is None
-                    else f"{float(r['smoothness']):.4f}" + (f" +- {float(std):.4f}" if std else "")
-                )
-            lines.append(f"| {channel} | " + " | ".join(cells) + " |")
         if figures_dir is not None:
             plot_smoothness_per_joint(per_dim, channels, figures_dir / "fig7_smoothness.png")
             copied.insert(0, "fig7_smoothness.png")

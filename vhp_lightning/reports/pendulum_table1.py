@@ -14,6 +14,9 @@ The ``sigma`` column is the run's reading of the likelihood: ``1`` for a fixed s
 
 from __future__ import annotations
 
+import csv
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +25,18 @@ import yaml
 
 from vhp_lightning.analysis.pendulum import prior_coverage
 from vhp_lightning.reports import (
+    Column,
     append_rows,
     find_runs,
     floats,
+    markdown_table,
     mean_std,
     overrides,
     read_csv,
     scheme_trace,
     switch_step,
 )
+from vhp_lightning.runs.record import read_config, record_path
 
 # Table 1 of the paper: absolute error of the OLS regression (rad). App. B.4 gives no number.
 PAPER = {
@@ -66,8 +72,12 @@ COLUMNS = (
     "run",
     *COVERAGE,
     "final_sigma",
+    "posterior_std",
+    "p_z_mean_spread",
 )
 KEY = ("method", "seed", "sigma", "steps")
+# A snapshot row's own fields (callbacks.table1_metrics); every other number in it is a metric.
+OWN = ("step", "beta", "c_hat")
 FORMED = 0.1  # rad: the latent "has formed" once the kNN error through q(z|x)'s noise is below
 # GaussianLikelihood's init_sigma when a learned-sigma config had no init_sigma key (the runs
 # made before conf/paper/likelihood/gaussian_learned.yaml set it).
@@ -117,7 +127,7 @@ def run_row(job: Path) -> dict[str, Any] | None:
     if method not in PAPER or not metrics_path.is_file():
         return None
     metrics = yaml.safe_load(metrics_path.read_text())  # JSON is YAML
-    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+    cfg = read_config(job)
     switch = switch_step(scheme_trace(job))
     snapshots = job / "figures" / "snapshots.csv"
     formed = None
@@ -130,7 +140,7 @@ def run_row(job: Path) -> dict[str, Any] | None:
     if len(coverage) < len(COVERAGE):
         coverage = snapshot_coverage(job, int(metrics["step"]))
     sigma = final_sigma(job)
-    start = (job / ".hydra" / "config.yaml").stat().st_mtime
+    start = record_path(job, "config.yaml").stat().st_mtime
     return {
         "method": method,
         "seed": int(cfg.get("seed", 0)),
@@ -145,7 +155,34 @@ def run_row(job: Path) -> dict[str, Any] | None:
         "run": job.name if job.parent.name != "." else str(job),
         **{k: coverage.get(k, "") for k in COVERAGE},
         "final_sigma": "" if sigma is None else sigma,
+        **{k: metrics[k] for k in metric_names(metrics) if k not in (*METRICS, *COVERAGE)},
     }
+
+
+def metric_names(metrics: dict[str, Any]) -> list[str]:
+    """The metrics of a ``pendulum_metrics.json`` row: every number but the row's own fields,
+    in the file's order (whatever the config's ``PendulumMetrics.metrics`` returned)."""
+    return [
+        k
+        for k, v in metrics.items()
+        if k not in OWN and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+
+
+def csv_columns(csv_path: Path, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """``COLUMNS``, then every further metric column of ``csv_path``'s header and of ``rows``, in
+    order of appearance: a metric added to the config becomes a column of its own (rows
+    collected before it stay empty there). Only lower-case identifiers after a header that
+    starts with ``method`` count; anything else is left for ``read_results`` to refuse."""
+    header: list[str] = []
+    if csv_path.is_file():
+        with csv_path.open(newline="", errors="replace") as f:
+            header = next(csv.reader(f), [])
+    if header[:1] != ["method"]:
+        header = []
+    names = dict.fromkeys([*header, *(k for r in rows for k in r)])
+    extra = [k for k in names if k not in COLUMNS and re.fullmatch(r"[a-z_][a-z0-9_]*", k)]
+    return (*COLUMNS, *extra)
 
 
 def skipped(paths: list[Path]) -> list[str]:
@@ -180,51 +217,84 @@ def _reading_title(sigma: str) -> str:
     return f"σ = {sigma} fixed (`{sigma}`, decision 12)" if sigma == "1" else f"σ = {sigma} fixed"
 
 
-def _per_seed(group: list[dict[str, str]], key: str, missing: str = "—") -> str:
-    """The values of column ``key`` per seed, ``" / "``-separated (3 significant digits)."""
-    return " / ".join(f"{float(r[key]):.3g}" if r.get(key) else missing for r in group)
+# The CSV rows of one line of the table: one setting and budget, a row per seed.
+Seeds = list[dict[str, str]]
+
+
+def _setting(group: Seeds) -> tuple[str, float | None]:
+    """The paper's name of the line's setting and its Table 1 number (None: the paper has
+    none, or the setting is not the paper's)."""
+    method = group[0]["method"]
+    return PAPER.get(method, (method, None))
+
+
+def _mean_std(key: str, digits: int = 3) -> Callable[[Seeds], str]:
+    """The cell of column ``key``: mean +- std over the seeds (``mean_std``)."""
+    return lambda group: mean_std(floats(group, key), digits)
+
+
+def _per_seed(key: str) -> Callable[[Seeds], str]:
+    """The cell of column ``key``: its value per seed, ``" / "``-separated (3 significant
+    digits, ``—`` for a seed without one)."""
+    return lambda group: " / ".join(f"{float(r[key]):.3g}" if r.get(key) else "—" for r in group)
+
+
+def _radius(group: Seeds) -> str:
+    """Mean +- std over the seeds of the prior's and of the encoded data's mean radius."""
+    prior, encoded = floats(group, "prior_radius_mean"), floats(group, "encoded_radius_mean")
+    return f"{mean_std(prior, 1)} / {mean_std(encoded, 1)}"
+
+
+def _columns(learned: bool, extra: list[str]) -> list[Column[Seeds]]:
+    """Table 1's columns, a line per (setting, steps); a final-σ column when ``learned`` (a run
+    of the reading learned its sigma), and one mean +- std column per ``extra`` metric (a
+    metric this spec does not name, under its own name)."""
+    return [
+        Column("method", lambda group: _setting(group)[0]),
+        Column("σ", lambda group: group[0]["sigma"]),
+        Column("steps", lambda group: group[0]["steps"]),
+        Column("seeds", lambda group: ", ".join(r["seed"] for r in group)),
+        Column("paper", lambda group: "—" if (p := _setting(group)[1]) is None else f"{p:.3g}"),
+        Column("App. B.3 arcsin OLS (rad)", _mean_std("arcsin_ols_error")),
+        Column("polar OLS (rad)", _mean_std("polar_ols_error")),
+        Column("kNN (rad)", _mean_std("knn_angle_error")),
+        Column("kNN through q(z\\|x) noise (rad)", _mean_std("knn_sample_error")),
+        Column("prior fit (NN / radius)", _mean_std("prior_fit_nn", 2)),
+        Column("prior outside 3 std of q", _mean_std("prior_outside_3std", 2)),
+        Column("final β", _per_seed("final_beta")),
+        *([Column("final σ", _per_seed("final_sigma"))] if learned else []),
+        Column("switch step", lambda group: " / ".join(r["switch_step"] or "—" for r in group)),
+        Column(
+            "latent formed at step",
+            lambda group: " / ".join(r["formed_step"] or "never" for r in group),
+        ),
+        Column("std of p(z\\|ζ)", _mean_std("p_z_std", 2)),
+        Column("prior / encoded radius", _radius),
+        *(Column(name, _mean_std(name)) for name in extra),
+        Column(
+            "wall time per run", lambda group: f"{np.mean(floats(group, 'wall_s')) / 60:.0f} min"
+        ),
+    ]
 
 
 def reading_table(rows: list[dict[str, str]]) -> list[str]:
     """Markdown lines of one reading's table: a line per (setting, steps), mean +- std over
     seeds; a final-σ column when any run learned its sigma."""
-    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    groups: dict[tuple[str, str], Seeds] = {}
     for r in rows:
         groups.setdefault((r["steps"], r["method"]), []).append(r)
-    learned = any(r.get("final_sigma") for r in rows)
-    header = (
-        "| method | σ | steps | seeds | paper | App. B.3 arcsin OLS (rad) | polar OLS (rad) | "
-        "kNN (rad) | kNN through q(z\\|x) noise (rad) | prior fit (NN / radius) | "
-        "prior outside 3 std of q | final β | "
-        + ("final σ | " if learned else "")
-        + "switch step | latent formed at step | std of p(z\\|ζ) | prior / encoded radius | "
-        "wall time per run |"
-    )
-    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     order = {m: i for i, m in enumerate(PAPER)}
-    for (steps, method), group in sorted(
-        groups.items(), key=lambda kv: (int(kv[0][0]), order.get(kv[0][1], 99))
-    ):
-        name, paper = PAPER.get(method, (method, None))
-        switch = " / ".join(r["switch_step"] or "—" for r in group)
-        formed = " / ".join(r["formed_step"] or "never" for r in group)
-        radius = (
-            f"{mean_std(floats(group, 'prior_radius_mean'), 1)} / "
-            f"{mean_std(floats(group, 'encoded_radius_mean'), 1)}"
-        )
-        wall = floats(group, "wall_s")
-        lines.append(
-            f"| {name} | {group[0]['sigma']} | {steps} | {', '.join(r['seed'] for r in group)} | "
-            f"{'—' if paper is None else f'{paper:.3g}'} | "
-            + " | ".join(mean_std(floats(group, k)) for k in METRICS)
-            + " | "
-            + " | ".join(mean_std(floats(group, k), 2) for k in COVERAGE)
-            + f" | {_per_seed(group, 'final_beta')} | "
-            + (f"{_per_seed(group, 'final_sigma')} | " if learned else "")
-            + f"{switch} | {formed} | {mean_std(floats(group, 'p_z_std'), 2)} | "
-            f"{radius} | {np.mean(wall) / 60:.0f} min |"
-        )
-    return lines
+
+    def line_order(key: tuple[str, str]) -> tuple[int, int]:
+        steps, method = key
+        return int(steps), order.get(method, 99)
+
+    learned = any(r.get("final_sigma") for r in rows)
+    # A metric column the spec does not name (COLUMNS not shown are the CSV's diagnostics).
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in COLUMNS]
+    extra = [k for k in extra if any(r.get(k) for r in rows)]
+    lines = [groups[k] for k in sorted(groups, key=line_order)]
+    return markdown_table(_columns(learned, extra), lines)
 
 
 def table(rows: list[dict[str, str]]) -> str:
@@ -323,7 +393,7 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
     pairs = [(job, row) for job in find_runs(paths) if (row := run_row(job)) is not None]
     rows = [row for _, row in pairs]
     if paths:
-        added, kept = append_rows(csv_path, rows, COLUMNS, KEY)
+        added, kept = append_rows(csv_path, rows, csv_columns(csv_path, rows), KEY)
         notes.append(f"{added} row(s) added to {csv_path}, {kept} already there")
     if not csv_path.is_file():
         raise FileNotFoundError(
@@ -348,7 +418,7 @@ def _kappa_sq(jobs: dict[str, Path]) -> float | None:
     from omegaconf import OmegaConf
 
     for job in jobs.values():  # the stored config keeps interpolations such as ${paper.kappa}
-        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        cfg = OmegaConf.create(read_config(job))
         kappa = OmegaConf.select(
             cfg, "optim.kappa", default=None, throw_on_resolution_failure=False
         )

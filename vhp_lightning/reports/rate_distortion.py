@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vhp_lightning.reports import open_for_writing
+from vhp_lightning.runs.record import read_overrides, record_path
 
 RATE_KEY = "train/kl"
 DISTORTION_KEY = "train/recon"
@@ -37,9 +36,7 @@ def _column(rows: list[dict[str, str]], key: str, last: int) -> float:
 
 
 def _label(job: Path) -> str:
-    path = job / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return " ".join(str(o) for o in overrides) if overrides else job.name
+    return " ".join(read_overrides(job)) or job.name
 
 
 def read_job(job: Path, last: int = 5) -> dict[str, Any] | None:
@@ -73,7 +70,7 @@ def collect(sweep_dir: str | Path, last: int = 5) -> list[dict[str, Any]]:
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise FileNotFoundError(f"sweep dir {sweep} does not exist; pass multirun/<...>/<date>")
-    jobs = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=_job_order)
+    jobs = sorted((p for p in sweep.iterdir() if record_path(p).is_dir()), key=_job_order)
     rows = [r for r in (read_job(j, last) for j in jobs) if r is not None]
     if not rows:
         raise FileNotFoundError(

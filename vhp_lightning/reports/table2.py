@@ -21,7 +21,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,11 @@ from omegaconf import OmegaConf
 from vhp_lightning.analysis.nll import PER_IMAGE_FILE, read_per_image
 from vhp_lightning.io.instantiate import current_target
 from vhp_lightning.reports import (
+    Column,
     append_rows,
     find_runs,
     floats,
+    markdown_table,
     mean_std,
     open_for_writing,
     overrides,
@@ -42,6 +45,7 @@ from vhp_lightning.reports import (
     scheme_trace,
     switch_step,
 )
+from vhp_lightning.runs.record import read_config, record_path
 
 DATASETS = {  # datamodule _target_ -> Table 2's column, in the paper's order
     "vhp_lightning.datamodules.mnist.MNISTDataModule": "dynamic MNIST",
@@ -76,6 +80,14 @@ COLUMNS = (
     "run",
 )
 KEY = ("row", "dataset", "nets", "seed", "steps", "samples", "images", "source")
+
+
+def csv_columns(csv_path: Path, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The columns of ``results/table2.csv``: always ``COLUMNS`` (as Table 1's ``csv_columns``,
+    which adds the metrics a config adds)."""
+    return COLUMNS
+
+
 _BASELINES = {"VampPrior": "vampprior", "IWAE": "iwae", "IWAE2": "iwae_l2"}
 _VHP_SCHEMES = {"REWO": "vhp_rewo", "GECO": "vhp_geco"}
 _NETS = {"GaussianMLP": "mlp", "GatedConvEncoder": "gated conv"}
@@ -113,7 +125,7 @@ def _objective(scheme: dict[str, Any]) -> str:
 def _run_facts(job: Path) -> dict[str, Any]:
     """What a training run dir says besides the NLL: nets, objective, seed, steps, epochs,
     final beta, switch step, and its CSV log's last ``test/...`` values."""
-    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")  # keeps ${...}: resolve per key
+    cfg = OmegaConf.create(read_config(job))  # keeps ${...}: resolve per key
 
     def get(key: str, default: Any = None) -> Any:
         value = OmegaConf.select(cfg, key, default=default, throw_on_resolution_failure=False)
@@ -160,7 +172,7 @@ def _run_facts(job: Path) -> dict[str, Any]:
 def _facts_or_why(job: Path) -> tuple[dict[str, Any] | None, str | None]:
     """``(_run_facts(job), None)`` for a training run that gives a Table 2 row, else ``(None,
     why it gives none, with the fix)``."""
-    if not (job / ".hydra" / "config.yaml").is_file():
+    if not record_path(job, "config.yaml").is_file():
         return None, "no .hydra/config.yaml (not a run dir of vhp_lightning.train)"
     facts = _run_facts(job)
     if facts["row"] is None:
@@ -207,7 +219,7 @@ def train_row(job: Path) -> dict[str, Any] | None:
         **{k: facts[k] for k in ("final_beta", "switch_step")},
         "row": row,
         "dataset": DATASETS[facts["dataset"]],
-        "wall_s": round(metrics_csv.stat().st_mtime - (job / ".hydra").stat().st_mtime),
+        "wall_s": round(metrics_csv.stat().st_mtime - record_path(job).stat().st_mtime),
         "nll": test["test/nll"],
         "nll_se": test.get("test/nll_se", ""),
         "images": int(test["test/nll_images"]) if "test/nll_images" in test else "",
@@ -226,7 +238,7 @@ def eval_row(path: Path) -> dict[str, Any] | None:
     dataset = current_target(data.get("dataset"))
     if not isinstance(nll, dict) or "nll" not in nll or row is None or dataset not in DATASETS:
         return None
-    facts = _run_facts(job) if (job / ".hydra" / "config.yaml").is_file() else {}
+    facts = _run_facts(job) if record_path(job, "config.yaml").is_file() else {}
     return {
         "nets": facts.get("nets", "?"),  # "?": the checkpoint's run dir is not here
         "objective": facts.get("objective", _objective({"_target_": data.get("scheme")})),
@@ -384,6 +396,39 @@ def _row_order(rows: Iterable[dict[str, str]]) -> list[str]:
     return [*PAPER, *extra]
 
 
+def _paper_columns(group: list[dict[str, str]], used: list[str]) -> list[Column[str]]:
+    """The columns of one protocol's table, a line per Table 2 row (its ``row`` key): for each
+    dataset in ``used`` the paper's NLL beside ours (``_cell`` of ``group``'s rows, the
+    protocol's)."""
+    datasets = list(DATASETS.values())
+
+    def runs(key: str) -> list[dict[str, str]]:
+        return [r for r in group if r["row"] == key]
+
+    def paper(dataset: str) -> Callable[[str], str]:
+        return lambda key: f"{PAPER[key][1][datasets.index(dataset)]:.2f}" if key in PAPER else "—"
+
+    def ours(dataset: str) -> Callable[[str], str]:
+        def cell(key: str) -> str:
+            found = [r for r in runs(key) if r["dataset"] == dataset]
+            return _cell(found) if found else "not run"
+
+        return cell
+
+    columns = [
+        Column("model", _label),
+        Column(
+            "objective", lambda key: " / ".join(sorted({r["objective"] for r in runs(key)})) or "—"
+        ),
+    ]
+    for dataset in used:
+        columns += [
+            Column(f"{dataset}: paper", paper(dataset)),
+            Column(f"{dataset}: ours", ours(dataset)),
+        ]
+    return columns
+
+
 def _paired(
     rows: list[dict[str, str]], per_image: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]
 ) -> dict[tuple[str, ...], dict[str, Any] | None]:
@@ -410,6 +455,70 @@ def _paired(
     return out
 
 
+def _verdict(d: dict[str, Any]) -> str:
+    """Whether a ``paired_difference`` resolves the two NLLs, and which way."""
+    if not d["resolved"]:
+        return "no"
+    return "yes: worse" if d["low"] > 0 else "yes: better"
+
+
+def _paired_columns(
+    paired: dict[tuple[str, ...], dict[str, Any] | None],
+) -> list[Column[dict[str, str]]]:
+    """The columns of a paired table, a line per CSV row: its NLL and its ``paired`` difference
+    (``_paired``'s, by ``_key``) against the VHP + REWO row of its dataset, seed and source."""
+
+    def difference(
+        text: Callable[[dict[str, Any]], str], reference: str = "—", unpaired: str = "—"
+    ) -> Callable[[dict[str, str]], str]:
+        def cell(r: dict[str, str]) -> str:
+            if r["row"] == REFERENCE:
+                return reference
+            d = paired[_key(r)]
+            return unpaired if d is None else text(d)
+
+        return cell
+
+    return [
+        Column("model", lambda r: _label(r["row"])),
+        Column("NLL ± s.e.", lambda r: _cell([r])),
+        Column(
+            "Δ NLL ± s.e.",
+            difference(lambda d: f"{d['mean']:+.2f} ± {d['se']:.2f}", "reference", "unpaired"),
+        ),
+        Column("95 % interval", difference(lambda d: f"[{d['low']:+.2f}, {d['high']:+.2f}]")),
+        Column("images paired", difference(lambda d: str(d["n"]))),
+        Column("resolved", difference(_verdict)),
+    ]
+
+
+def _over_seeds_columns(
+    rows: list[dict[str, str]], paired: dict[tuple[str, ...], dict[str, Any] | None]
+) -> list[Column[str]]:
+    """The columns of an over-seeds table, a line per Table 2 row (its ``row`` key): the NLL
+    and the ``paired`` mean Δ NLL, mean +- std over the seeds of ``rows`` (one dataset and
+    source)."""
+
+    def runs(key: str) -> list[dict[str, str]]:
+        return [r for r in rows if r["row"] == key]
+
+    def deltas(key: str) -> list[float]:
+        return [d["mean"] for r in runs(key) if (d := paired[_key(r)]) is not None]
+
+    def delta(key: str) -> str:
+        if key == REFERENCE:
+            return "reference"
+        return mean_std(found, 2) if (found := deltas(key)) else "unpaired"
+
+    return [
+        Column("model", _label),
+        Column("seeds", lambda key: str(len(runs(key)))),
+        Column("NLL: mean ± std over seeds", lambda key: mean_std(floats(runs(key), "nll"), 2)),
+        Column("Δ NLL: mean ± std over seeds", delta),
+        Column("seeds paired", lambda key: "—" if key == REFERENCE else str(len(deltas(key)))),
+    ]
+
+
 def _paired_lines(
     group: list[dict[str, str]], paired: dict[tuple[str, ...], dict[str, Any] | None]
 ) -> list[str]:
@@ -430,52 +539,40 @@ def _paired_lines(
             "",
             f"### {dataset}, seed {seed} ({source}): paired against {_label(REFERENCE)}",
             "",
-            "| model | NLL ± s.e. | Δ NLL ± s.e. | 95 % interval | images paired | resolved |",
-            "|---|---|---|---|---|---|",
+            *markdown_table(_paired_columns(paired), rows),
         ]
-        for r in rows:
-            nll = _cell([r])
-            d = paired[_key(r)]
-            if r["row"] == REFERENCE:
-                cells = ["reference", "—", "—", "—"]
-            elif d is None:
-                cells = ["unpaired", "—", "—", "—"]
-            else:
-                verdict = (
-                    ("yes: worse" if d["low"] > 0 else "yes: better") if d["resolved"] else "no"
-                )
-                cells = [
-                    f"{d['mean']:+.2f} ± {d['se']:.2f}",
-                    f"[{d['low']:+.2f}, {d['high']:+.2f}]",
-                    str(d["n"]),
-                    verdict,
-                ]
-            lines.append(f"| {_label(r['row'])} | {nll} | " + " | ".join(cells) + " |")
     for dataset, source in sorted({(d, s) for d, _, s in sets}, key=lambda k: columns.index(k[0])):
         rows = [r for r in group if (r["dataset"], r["source"]) == (dataset, source)]
         if len({r["seed"] for r in rows}) < 2:
             continue
+        keys = [key for key in order if any(r["row"] == key for r in rows)]
         lines += [
             "",
             f"### {dataset} ({source}): over seeds",
             "",
-            "| model | seeds | NLL: mean ± std over seeds | Δ NLL: mean ± std over seeds "
-            "| seeds paired |",
-            "|---|---|---|---|---|",
+            *markdown_table(_over_seeds_columns(rows, paired), keys),
         ]
-        for key in order:
-            mine = [r for r in rows if r["row"] == key]
-            if not mine:
-                continue
-            deltas = [d["mean"] for r in mine if (d := paired[_key(r)]) is not None]
-            delta = (
-                "reference" if key == REFERENCE else mean_std(deltas, 2) if deltas else "unpaired"
-            )
-            lines.append(
-                f"| {_label(key)} | {len(mine)} | {mean_std(floats(mine, 'nll'), 2)} | {delta} | "
-                f"{'—' if key == REFERENCE else len(deltas)} |"
-            )
     return lines
+
+
+# The table of every run: a line per CSV row.
+_EVERY_RUN: tuple[Column[dict[str, str]], ...] = (
+    Column("model", lambda r: _label(r["row"])),
+    Column("dataset", itemgetter("dataset")),
+    Column("nets", itemgetter("nets")),
+    Column("objective", itemgetter("objective")),
+    Column("seed", itemgetter("seed")),
+    Column("epochs", itemgetter("epochs")),
+    Column("steps", itemgetter("steps")),
+    Column("final β", lambda r: f"{float(r['final_beta']):.3g}" if r.get("final_beta") else "—"),
+    Column("switch step", lambda r: r["switch_step"] or "—"),
+    Column("NLL", lambda r: f"{float(r['nll']):.2f}"),
+    Column("s.e.", lambda r: f"{float(r['nll_se']):.2f}" if r.get("nll_se") else "—"),
+    Column("S", itemgetter("samples")),
+    Column("images", itemgetter("images")),
+    Column("wall time", lambda r: f"{float(r['wall_s']) / 60:.0f} min" if r.get("wall_s") else "—"),
+    Column("source", itemgetter("source")),
+)
 
 
 def table(
@@ -513,44 +610,20 @@ def table(
 
     for (nets, steps, samples, images), group in sorted(protocols.items(), key=sort_key):
         used = [c for c in columns if any(r["dataset"] == c for r in group)]
+        keys = [k for k in _row_order(group) if k in PAPER or any(r["row"] == k for r in group)]
         lines += [
             "",
             f"## {nets} nets, {steps} training steps, S = {samples}, {images} test images",
             "",
-            "| model | objective | " + " | ".join(f"{c}: paper | {c}: ours" for c in used) + " |",
-            "|---|---|" + "---|---|" * len(used),
+            *markdown_table(_paper_columns(group, used), keys),
+            *_paired_lines(group, _paired(group, per_image)),
         ]
-        for key in _row_order(group):
-            mine = [r for r in group if r["row"] == key]
-            if key not in PAPER and not mine:
-                continue
-            objective = " / ".join(sorted({r["objective"] for r in mine})) or "—"
-            cells = []
-            for col in used:
-                ref = f"{PAPER[key][1][columns.index(col)]:.2f}" if key in PAPER else "—"
-                found = [r for r in mine if r["dataset"] == col]
-                cells += [ref, _cell(found) if found else "not run"]
-            lines.append(f"| {_label(key)} | {objective} | " + " | ".join(cells) + " |")
-        lines += _paired_lines(group, _paired(group, per_image))
+    every_run = sorted(rows, key=lambda r: (r["dataset"], r["nets"], order.index(r["row"])))
     lines += [
         "",
         "## Every run",
         "",
-        "| model | dataset | nets | objective | seed | epochs | steps | final β | switch step "
-        "| NLL | s.e. | S | images | wall time | source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["nets"], order.index(r["row"]))):
-        beta = f"{float(r['final_beta']):.3g}" if r.get("final_beta") else "—"
-        se = f"{float(r['nll_se']):.2f}" if r.get("nll_se") else "—"
-        wall = f"{float(r['wall_s']) / 60:.0f} min" if r.get("wall_s") else "—"
-        lines.append(
-            f"| {_label(r['row'])} | {r['dataset']} | {r['nets']} | {r['objective']} | "
-            f"{r['seed']} | {r['epochs']} | {r['steps']} | {beta} | {r['switch_step'] or '—'} | "
-            f"{float(r['nll']):.2f} | {se} | {r['samples']} | {r['images']} | {wall} | "
-            f"{r['source']} |"
-        )
-    lines += [
+        *markdown_table(_EVERY_RUN, every_run),
         "",
         "Wall time: a training row from its start to its last log line (training, validation "
         "and the end-of-run test NLL, one CPU thread); an evaluate row: the evaluation alone.",
