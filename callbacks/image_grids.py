@@ -20,8 +20,11 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from vhp_lightning.analysis.eval_mode import evaluating
 from vhp_lightning.analysis.figures import plot_image_grid, save_figure
-from vhp_lightning.callbacks.figures import evaluating, log_image
+from vhp_lightning.callbacks.figures import log_image
+from vhp_lightning.datamodules.batches import first_examples
+from vhp_lightning.io.config_values import non_negative_int, positive_int
 
 
 class ImageGrids(Callback):
@@ -51,13 +54,11 @@ class ImageGrids(Callback):
     ) -> None:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        if every_n_steps < 0 or n_images < 1 or nrow < 1:
-            raise ValueError(
-                f"need every_n_steps >= 0, n_images >= 1, nrow >= 1; got {every_n_steps}, "
-                f"{n_images}, {nrow}"
-            )
         self.dirpath, self.split = Path(dirpath), split
-        self.every_n_steps, self.n_images, self.nrow = int(every_n_steps), int(n_images), int(nrow)
+        self.every_n_steps = non_negative_int(
+            "every_n_steps", every_n_steps, means="0 = only at the end of fit"
+        )
+        self.n_images, self.nrow = positive_int("n_images", n_images), positive_int("nrow", nrow)
         self.at_fit_end = bool(at_fit_end)
         self.require_images = bool(require_images)
         self.figure_paths: list[Path] = []
@@ -112,14 +113,8 @@ class ImageGrids(Callback):
         if self._fixed is None:
             dm = trainer.datamodule
             dm.setup("test" if self.split == "test" else "fit")
-            xs, n = [], 0
-            for batch in getattr(dm, f"{self.split}_dataloader")():
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                xs.append(x)
-                n += len(x)
-                if n >= self.n_images:
-                    break
-            self._fixed = torch.cat(xs)[: self.n_images].float()
+            loader = getattr(dm, f"{self.split}_dataloader")()
+            self._fixed = first_examples(loader, self.n_images, self.split)[0].float()
         return self._fixed
 
     def _save(self, trainer: pl.Trainer, name: str, images: torch.Tensor, title: str) -> Path:

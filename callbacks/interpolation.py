@@ -19,6 +19,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from vhp_lightning.analysis.interpolation import interpolation_analysis
 from vhp_lightning.callbacks.figures import log_image
+from vhp_lightning.datamodules.batches import first_examples
+from vhp_lightning.io.config_values import positive_int_or_none
 
 SPLITS = ("train", "val", "test")
 
@@ -57,7 +59,7 @@ class InterpolationAnalysis(Callback):
             n_pairs=int(n_pairs),
             n_strips=int(n_strips),
         )
-        self.max_points = None if max_points is None else int(max_points)
+        self.max_points = positive_int_or_none("max_points", max_points, "all")
         self.summary: dict[str, float] = {}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -87,19 +89,9 @@ class InterpolationAnalysis(Callback):
             raise RuntimeError("InterpolationAnalysis needs a LightningDataModule (datamodule=)")
         dm.setup("test" if self.split == "test" else "fit")
         loader = getattr(dm, f"{self.split}_dataloader")()
-        xs, ys, n = [], [], 0
-        with torch.random.fork_rng(devices=[]):  # iterating a loader draws a seed
-            for batch in loader:
-                batch = batch if isinstance(batch, (list, tuple)) else (batch,)
-                xs.append(batch[0])
-                ys.append(batch[1] if len(batch) > 1 else None)
-                n += len(batch[0])
-                if self.max_points is not None and n >= self.max_points:
-                    break
-        x = torch.cat(xs)[: self.max_points]
-        if any(y is None for y in ys):
+        x, labels = first_examples(loader, self.max_points, self.split)
+        if labels is None:
             return x, None
-        labels = torch.cat([y for y in ys if y is not None])[: self.max_points]
         names = getattr(dm, "motion_names", None) or getattr(dm, "class_names", None)
         if names and not labels.is_floating_point():  # class names for the legends (Fig. 17)
             return x, np.asarray([str(n) or "(root)" for n in names])[labels.numpy()]

@@ -54,6 +54,7 @@ from vhp_lightning.datamodules.splits import (
     check_fractions,
     split_by_fractions,
 )
+from vhp_lightning.io.config_values import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +191,9 @@ class CMUMocapDataModule(SplitDataModule):
             )
         check_fractions(val_fraction, test_fraction)
         check_batch_sizes(batch_size, eval_batch_size)
-        if int(frame_step) < 1:
-            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        frame_step = positive_int("dataset.frame_step", frame_step)
         self.data_shape = (len(FEATURE_CHANNELS),)
-        self.frame_step, self.normalization = int(frame_step), normalization
+        self.frame_step, self.normalization = frame_step, normalization
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers = seed, num_workers

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from vhp_lightning.datamodules.files import ENV_VAR, read_grey, reading, resolve_data_dir
 from vhp_lightning.datamodules.idx import check_digests, file_digests, read_idx, uncompressed
 from vhp_lightning.datamodules.splits import SplitDataModule, check_batch_sizes
+from vhp_lightning.io.config_values import positive_int_or_none
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,8 @@ class BinaryImageDataModule(SplitDataModule):
         check_batch_sizes(batch_size, eval_batch_size)
         if n_val is not None and self.default_n_val is None:
             raise ValueError(f"{self.name} has a fixed validation split; leave n_val unset (null)")
-        self.n_val = self.default_n_val if n_val is None else int(n_val)
-        if self.n_val is not None and self.n_val < 1:
-            raise ValueError(f"n_val must be >= 1, got {self.n_val}")
+        n_val = positive_int_or_none("dataset.n_val", n_val, "the dataset's default")
+        self.n_val = self.default_n_val if n_val is None else n_val
         self.data_dir = resolve_data_dir(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.download, self.seed = num_workers, download, seed

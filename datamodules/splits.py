@@ -7,11 +7,13 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from vhp_lightning.io.config_values import positive_int
+
 
 def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
-    """Raise ``ValueError`` unless both batch sizes are at least 1."""
-    if batch_size < 1 or eval_batch_size < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+    """Raise ``ValueError`` unless both batch sizes are integers >= 1 (``positive_int``)."""
+    positive_int("dataset.batch_size", batch_size)
+    positive_int("dataset.eval_batch_size", eval_batch_size)
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:

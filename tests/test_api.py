@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import vhp_lightning
 from vhp_lightning.api import TrainedModel, load
-from vhp_lightning.io.checkpoint import CheckpointError
+from vhp_lightning.io.checkpoint import CheckpointError, weight_mismatch
 from vhp_lightning.io.instantiate import UnsafeConfigError, check_target, check_targets
 from vhp_lightning.module import VHPModule
 
@@ -161,6 +161,17 @@ def test_weights_of_another_model_are_refused_naming_the_mismatch(compose_cfg, t
     write_checkpoint(compose_cfg(), path, edit=_set("model.encoder.hidden", [16]))
     with pytest.raises(CheckpointError, match=r"do not fit.*encoder\..*shape|missing|unexpected"):
         load(path)
+
+
+def test_weight_mismatch_names_shapes_missing_and_unexpected_keys() -> None:
+    """The one report behind ``load`` and the resume check (``check_compatible``)."""
+    own = {f"m{i}": torch.zeros(1) for i in range(7)} | {"a": torch.zeros(2, 3)}
+    saved = {"a": torch.zeros(3, 2), "extra": torch.zeros(1)}
+    assert weight_mismatch(saved, own) == (
+        "shape mismatch a: checkpoint (3, 2), model (2, 3) | missing m0, m1, m2, m3, m4 (+2 more) "
+        "| unexpected extra"
+    )
+    assert weight_mismatch(own, own) == ""
 
 
 def test_checkpoint_without_a_stored_config(compose_cfg, tmp_path) -> None:

@@ -423,7 +423,11 @@ def test_a_nan_stop_says_truly_what_is_on_disk(run_cli, tmp_path, every) -> None
 BAD_INPUTS = [
     (["optim.kappa=abc"], "optim.kappa: input should be a valid number"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 trains nothing"),
-    (["dataset.n_val=0"], "dataset.n_val=0: the validation split must hold at least one"),
+    (
+        ["dataset.n_val=0"],
+        "dataset.n_val must be an integer >= 1 or null (the dataset's default), got 0. The "
+        "validation split must hold at least one example",
+    ),
     (["hydra.run.dir=" + "r" * 300], "has 300 bytes, more than the 255 a file system allows"),
     (["hydra.run.dir=a_file/run"], "a_file is a file, not a folder"),
     (

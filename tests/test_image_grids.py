@@ -105,5 +105,5 @@ def test_rows_interleave_data_and_reconstructions() -> None:
 def test_bad_settings_are_explained() -> None:
     with pytest.raises(ValueError, match="split must be"):
         ImageGrids("d", split="train")
-    with pytest.raises(ValueError, match="every_n_steps >= 0"):
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 0"):
         ImageGrids("d", every_n_steps=-1)

@@ -32,7 +32,7 @@ from torch import nn
 
 from vhp_lightning.analysis.graph import InterpolationResult, interpolate
 from vhp_lightning.analysis.nll import log_likelihood_batched
-from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint, weight_mismatch
 from vhp_lightning.io.instantiate import (
     allowed_targets,
     check_targets,
@@ -166,24 +166,13 @@ def _model_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """``model.load_state_dict(state)`` after a comparison whose error names every mismatch."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    """``model.load_state_dict(state)`` after a comparison whose error names every mismatch
+    (``weight_mismatch``)."""
+    mismatch = weight_mismatch(state, model.state_dict())
+    if mismatch:
         raise CheckpointError(
             f"the weights in {where} do not fit the model its config builds "
-            f"({type(model).__name__}) — {'; '.join(parts)}. The checkpoint comes from another "
+            f"({type(model).__name__}) — {mismatch}. The checkpoint comes from another "
             "model or config version; load it with the code and config it was trained with."
         )
     model.load_state_dict(state)

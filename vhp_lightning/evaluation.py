@@ -19,7 +19,6 @@ in the split, ``log_px``; ``vhp_lightning.analysis.nll.write_per_image``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -41,7 +40,9 @@ from vhp_lightning.analysis.nll import (
 )
 from vhp_lightning.api import TrainedModel, load
 from vhp_lightning.bounds import gaussian_kl_std_normal, reparameterize
+from vhp_lightning.datamodules.batches import first_examples
 from vhp_lightning.io.config import configure_torch
+from vhp_lightning.io.config_values import positive_int, positive_int_or_none
 from vhp_lightning.io.files import write_json
 
 log = logging.getLogger("vhp_lightning.evaluate")  # the command's name in its log lines
@@ -230,10 +231,8 @@ def check_options(cfg: DictConfig) -> None:
     if cfg.split not in SPLITS:
         raise ValueError(f"Unknown split {cfg.split!r}. Choose one of: {', '.join(SPLITS)}.")
     for key in ("n_samples", "chunk_size", "batch_size"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
-    if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 1):
-        raise ValueError(f"limit must be an integer >= 1 or null (all images), got {cfg.limit!r}")
+        positive_int(key, cfg[key])
+    positive_int_or_none("limit", cfg.limit, "all images")
 
 
 def _device(name: str) -> torch.device:
@@ -266,22 +265,11 @@ def load_split(
         ) from err
     loader = getattr(datamodule, f"{cfg.split}_dataloader")()
     batches = loader_indices(loader)
-    limit = cfg.limit if cfg.limit is not None else math.inf
-    xs: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
-    n = 0
-    for batch in loader:
-        x, y = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
-        take = int(min(len(x), limit - n))
-        xs.append(x[:take])
-        labels.append(y[:take] if y is not None else torch.full((take,), float("nan")))
-        n += take
-        if n >= limit:
-            break
-    if n == 0:
-        raise RuntimeError(f"the {cfg.split} split is empty; check the dataset config")
-    indices = None if batches is None else torch.cat(batches)[:n]
-    return torch.cat(xs), torch.cat(labels), indices
+    x, labels = first_examples(loader, cfg.limit, cfg.split)
+    if labels is None:  # unlabelled data
+        labels = torch.full((len(x),), float("nan"))
+    indices = None if batches is None else torch.cat(batches)[: len(x)]
+    return x, labels, indices
 
 
 def evaluate(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:

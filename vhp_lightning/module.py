@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from vhp_lightning.analysis.eval_mode import forked_rng
 from vhp_lightning.analysis.nll import (
     PER_IMAGE_FILE,
     MeanNLL,
@@ -31,7 +32,9 @@ from vhp_lightning.analysis.nll import (
     log_likelihood_batched,
     write_per_image,
 )
+from vhp_lightning.datamodules.batches import batch_inputs
 from vhp_lightning.io.checkpoint import CHECKPOINT_FORMAT
+from vhp_lightning.io.config_values import non_negative_int, positive_int, positive_int_or_none
 from vhp_lightning.io.steplog import log_step
 from vhp_lightning.models.base import LatentVariableModel
 
@@ -105,21 +108,13 @@ class VHPModule(pl.LightningModule):
         self.train_prior = bool(train_prior)
         self.config = config
         self._has_prior = any(True for _ in model.prior_parameters())
-        if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
-            raise ValueError(f"nll_samples must be an integer >= 0 (0 = off), got {nll_samples!r}")
-        self.nll_samples, self.nll_chunk_size = nll_samples, int(nll_chunk_size)
-        if nll_images is not None and (
-            isinstance(nll_images, bool) or not isinstance(nll_images, int) or nll_images < 1
-        ):
-            raise ValueError(
-                f"test_nll_images must be an integer >= 1 or null (all), got {nll_images!r}"
-            )
-        self.nll_images = nll_images
+        self.nll_samples = non_negative_int("nll_samples", nll_samples, means="0 = off")
+        self.nll_chunk_size = int(nll_chunk_size)
+        self.nll_images = positive_int_or_none("test_nll_images", nll_images, "all")
         self._nll_left: float = math.inf  # images of this process still to score in test/nll
-        every = log_parts_every_n_steps
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"log_parts_every_n_steps must be an integer >= 1, got {every!r}")
-        self.log_parts_every_n_steps = every
+        self.log_parts_every_n_steps = positive_int(
+            "log_parts_every_n_steps", log_parts_every_n_steps
+        )
         self.compile_backend = compile_backend
         self._train_loss: Callable[..., dict[str, torch.Tensor]] = (
             model.loss
@@ -369,7 +364,7 @@ class VHPModule(pl.LightningModule):
         if stage == "val":  # the model's own objective at the current beta, beside the beta = 1
             at_beta = loss  # bound; its second pass draws in a forked RNG: training is unchanged
             if self.beta != 1.0:
-                with torch.random.fork_rng(devices=[x.device.index] if x.is_cuda else []):
+                with forked_rng(x.device):
                     at_beta = self.model.loss(x, beta=self.beta)["loss"]
             self.log("val/loss_beta", at_beta.detach(), on_epoch=True, sync_dist=True)
 
@@ -460,8 +455,8 @@ def _duration(seconds: float) -> str:
 
 
 def _inputs(batch: Any) -> torch.Tensor:
-    """The data tensor of a batch: ``x`` or the first element of ``(x, label, ...)``."""
-    x = batch[0] if isinstance(batch, (list, tuple)) else batch
+    """The data tensor of a batch (``batch_inputs``), which must be a float tensor."""
+    x = batch_inputs(batch)
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError(
             f"expected a float tensor batch (or (x, label) tuples), got {type(x).__name__}"

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch import nn
 
+from vhp_lightning.analysis.eval_mode import evaluating, model_device
 from vhp_lightning.analysis.figures import (
     is_discrete,
     plot_graph_path,
@@ -45,6 +45,7 @@ from vhp_lightning.analysis.graph import (
     shortest_path,
     smoothness_factor,
 )
+from vhp_lightning.io.config_values import int_at_least, non_negative_int, positive_int
 from vhp_lightning.io.files import atomic_open
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,6 @@ CSV_FIELDS = (
     "graph", "pair", "start", "goal", "start_label", "goal_label", "connected", "n_points",
     "latent_length", "smoothness",
 )  # fmt: skip
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _labels_array(labels: Any, n: int) -> tuple[np.ndarray | None, list[str] | None]:
@@ -75,13 +70,6 @@ def _labels_array(labels: Any, n: int) -> tuple[np.ndarray | None, list[str] | N
         names, index = np.unique(labels.astype(str), return_inverse=True)
         return index.astype(np.int64), [str(s) for s in names]
     return labels, None
-
-
-def _device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -171,10 +159,10 @@ def interpolation_analysis(
         ``n_connected``, ``n_disconnected``, ``disconnected_fraction``, ``path_points_mean``,
         ``latent_length_mean``. Means are NaN when no pair was connected.
     """
-    n_nodes = _positive_int("n_nodes", n_nodes, 2)
-    n_neighbors = _positive_int("n_neighbors", n_neighbors)
-    n_graphs, n_pairs = _positive_int("n_graphs", n_graphs), _positive_int("n_pairs", n_pairs)
-    n_strips = _positive_int("n_strips", n_strips, 0)
+    n_nodes = int_at_least(2, "n_nodes", n_nodes)
+    n_neighbors = positive_int("n_neighbors", n_neighbors)
+    n_graphs, n_pairs = positive_int("n_graphs", n_graphs), positive_int("n_pairs", n_pairs)
+    n_strips = non_negative_int("n_strips", n_strips)
     x = torch.as_tensor(x)
     if len(x) < 2:
         raise ValueError(f"x needs at least 2 data points to interpolate between, got {len(x)}")
@@ -184,50 +172,39 @@ def interpolation_analysis(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(model)
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    fork = [device.index or 0] if device.type == "cuda" else []
     rng = np.random.default_rng(seed)
     rows: list[list[Any]] = []
     per_dim_rows: list[np.ndarray] = []
     per_graph, messages = [], []
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=fork):
-            means = _encode_means(model, x, device)
-            for g in range(n_graphs):
-                torch.manual_seed(seed + g)
-                z_nodes = model.sample_prior(n_nodes)
-                nodes = z_nodes.double().cpu().numpy()
-                graph = build_graph(nodes, n_neighbors)
-                if g == 0:
-                    first = (nodes, graph, z_nodes)
-                scores = []
-                for p in range(n_pairs):
-                    i, j = (int(v) for v in rng.choice(len(x), 2, replace=False))
-                    li = "" if labels_np is None else labels_np[i]
-                    lj = "" if labels_np is None else labels_np[j]
-                    try:
-                        path = shortest_path(graph, nodes, means[i], means[j], n_neighbors)
-                    except DisconnectedGraphError as e:
-                        messages.append(f"graph {g}, pair {p} ({i} -> {j}): {e}")
-                        rows.append([g, p, i, j, li, lj, False, 0, "", ""])
-                        continue
-                    s = smoothness_factor(_decode(model, path.points, z_nodes))
-                    per_dim_rows.append(s["per_dim"])
-                    scores.append(s["mean"])
-                    rows.append(
-                        [g, p, i, j, li, lj, True, len(path.points), path.length, s["mean"]]
-                    )
-                if scores:
-                    per_graph.append(float(np.mean(scores)))
-            figures = _strip_figures(model, means, labels_np, names, first, n_neighbors, n_strips,
-                                     image_shape, np.random.default_rng(seed + 1),
-                                     label_name)  # fmt: skip
-    finally:
-        if was_training:
-            model.train()
+    with evaluating(model):
+        means = _encode_means(model, x, model_device(model))
+        for g in range(n_graphs):
+            torch.manual_seed(seed + g)
+            z_nodes = model.sample_prior(n_nodes)
+            nodes = z_nodes.double().cpu().numpy()
+            graph = build_graph(nodes, n_neighbors)
+            if g == 0:
+                first = (nodes, graph, z_nodes)
+            scores = []
+            for p in range(n_pairs):
+                i, j = (int(v) for v in rng.choice(len(x), 2, replace=False))
+                li = "" if labels_np is None else labels_np[i]
+                lj = "" if labels_np is None else labels_np[j]
+                try:
+                    path = shortest_path(graph, nodes, means[i], means[j], n_neighbors)
+                except DisconnectedGraphError as e:
+                    messages.append(f"graph {g}, pair {p} ({i} -> {j}): {e}")
+                    rows.append([g, p, i, j, li, lj, False, 0, "", ""])
+                    continue
+                s = smoothness_factor(_decode(model, path.points, z_nodes))
+                per_dim_rows.append(s["per_dim"])
+                scores.append(s["mean"])
+                rows.append([g, p, i, j, li, lj, True, len(path.points), path.length, s["mean"]])
+            if scores:
+                per_graph.append(float(np.mean(scores)))
+        figures = _strip_figures(model, means, labels_np, names, first, n_neighbors, n_strips,
+                                 image_shape, np.random.default_rng(seed + 1),
+                                 label_name)  # fmt: skip
 
     for name, fig in figures:
         save_figure(fig, out / f"{name}.png")

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from torchmetrics import Metric
 
+from vhp_lightning.io.config_values import positive_int
 from vhp_lightning.io.files import atomic_open
 
 PER_IMAGE_FILE = "nll_per_image.csv"
@@ -100,10 +101,8 @@ def log_likelihood_batched(
     evaluations (images x samples) run at once: ``min(S, chunk_size)`` samples per call for
     ``max(1, chunk_size // S)`` images.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples (S) must be an integer >= 1, got {n_samples!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    n_samples = positive_int("n_samples (S)", n_samples)
+    chunk_size = positive_int("chunk_size", chunk_size)
     samples_per_call = min(n_samples, chunk_size)
     images_per_call = max(1, chunk_size // samples_per_call)
     return torch.cat(

@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.neighbors import KNeighborsRegressor
-from torch import nn
 
+from vhp_lightning.analysis.eval_mode import evaluating
 from vhp_lightning.analysis.figures import plot_graph_path, plot_path_with_jumps, save_figure
 from vhp_lightning.analysis.graph import DisconnectedGraphError, build_graph, shortest_path
 from vhp_lightning.analysis.pendulum import wrap_angle
+from vhp_lightning.io.config_values import positive_int
 from vhp_lightning.io.files import atomic_open
 
 READERS = ("pixels", "latent")
@@ -106,7 +107,6 @@ def _nearest(angles: np.ndarray, target_rad: float) -> int:
     return int(np.argmin(np.abs(wrap_angle(angles - target_rad))))
 
 
-@torch.no_grad()
 def path_discontinuity(
     model: Any,
     x_test: torch.Tensor,
@@ -156,20 +156,12 @@ def path_discontinuity(
         raise ValueError(
             f"need at least 6 test images (a 5-NN reader and a pair), got {len(x_test)}"
         )
-    if threshold_deg <= 0 or n_pairs < 1:
-        raise ValueError(f"need threshold_deg > 0 and n_pairs >= 1, got {threshold_deg}, {n_pairs}")
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        device = next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        device = torch.device("cpu")
-    fork = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=fork):
-            torch.manual_seed(seed)
-            z_nodes = model.sample_prior(n_prior)
+    if threshold_deg <= 0:
+        raise ValueError(f"need threshold_deg > 0, got {threshold_deg}")
+    n_pairs = positive_int("n_pairs", n_pairs)
+    with evaluating(model):  # in a forked RNG: the seeded draw leaves the caller's as it was
+        torch.manual_seed(seed)
+        z_nodes = model.sample_prior(n_prior)
         nodes = z_nodes.double().cpu().numpy()
         graph = build_graph(nodes, k)
         means = _means(model, x_test)
@@ -210,9 +202,6 @@ def path_discontinuity(
                     jumped = result
         start = _nearest(angles, np.radians(endpoints_deg[0]))
         showcase = run_path(start, _nearest(angles, np.radians(endpoints_deg[1])))
-    finally:
-        if was_training:
-            model.train()
     jumps = np.asarray(largest)
     n_disc = int((jumps > threshold_deg).sum())
     nan = float("nan")

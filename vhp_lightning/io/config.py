@@ -10,6 +10,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vhp_lightning.io.config_values import positive_int_or_none
+
 # Config keys whose values are secrets: never written to saved configs, checkpoints or logs.
 SECRET_KEY = re.compile(r"key|token|secret|passw(or)?d", re.IGNORECASE)
 REDACTED = "<redacted>"
@@ -84,14 +86,14 @@ def check_nothing_empty(cfg: DictConfig) -> None:
             "trainer.max_steps=0 trains nothing (and writes no checkpoint). Give a step count "
             ">= 1, or -1 to train for trainer.max_epochs epochs."
         )
-    n_val = cfg.dataset.get("n_val")
-    if isinstance(n_val, int) and not isinstance(n_val, bool) and n_val < 1:
-        raise ValueError(
-            f"dataset.n_val={n_val}: the validation split must hold at least one example "
-            "(validation, the end-of-run figures and val/loss use it). Give dataset.n_val >= 1; "
-            "to skip validation during training set trainer.check_val_every_n_epoch to a large "
-            "number."
-        )
+    positive_int_or_none(
+        "dataset.n_val",
+        cfg.dataset.get("n_val"),
+        "the dataset's default",
+        fix="The validation split must hold at least one example (validation, the end-of-run "
+        "figures and val/loss use it); to skip validation during training set "
+        "trainer.check_val_every_n_epoch to a large number.",
+    )
 
 
 def check_checkpoint_cadence(cfg: DictConfig) -> None:
@@ -138,13 +140,9 @@ def configure_torch(num_threads: Any = 1, flush_denormal: Any = True) -> str:
     """
     import torch  # here, not at the top: the CLI's --help and --cfg need no torch
 
-    if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(
-                f"num_threads must be an integer >= 1 or null (torch's default), got "
-                f"{num_threads!r}"
-            )
-        torch.set_num_threads(num_threads)
+    threads = positive_int_or_none("num_threads", num_threads, "torch's default")
+    if threads is not None:
+        torch.set_num_threads(threads)
     if not isinstance(flush_denormal, bool):
         raise TypeError(f"flush_denormal must be true or false, got {flush_denormal!r}")
     flushed = torch.set_flush_denormal(flush_denormal) and flush_denormal

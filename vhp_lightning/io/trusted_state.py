@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from vhp_lightning.io.config_values import non_negative_int
+
 log = logging.getLogger(__name__)
 
 # The top-level entries Lightning writes for our module and trainer, and our own two.
@@ -83,9 +85,12 @@ def trusted_resume_state(ckpt: dict[str, Any], path: str = "checkpoint") -> dict
 
 
 def check_count(value: Any, name: str, upper: int | None = None) -> int:
-    """``value`` as a plain ``int`` in ``[0, upper]``, else ``UntrustedStateError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UntrustedStateError(f"{name} must be an integer >= 0, got {value!r}")
+    """``value`` as a plain ``int`` in ``[0, upper]`` (``non_negative_int``), else
+    ``UntrustedStateError``."""
+    try:
+        value = non_negative_int(name, value, fix="")  # the caller adds the fix: FIX
+    except ValueError as err:
+        raise UntrustedStateError(str(err)) from None
     if upper is not None and value > upper:
         raise UntrustedStateError(f"{name} must be <= {upper}, got {value}")
     return value

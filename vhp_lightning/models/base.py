@@ -23,6 +23,7 @@ from vhp_lightning.bounds import (
     reparameterize,
     std_normal_log_prob,
 )
+from vhp_lightning.io.config_values import positive_int
 
 # A convolutional net run without gradients on a CPU (the test NLL, validation) gets this many
 # examples per call, so that its activation maps stay in the core's cache: on the gated MNIST
@@ -150,7 +151,7 @@ class TwoLayerModel(LatentVariableModel):
     ) -> None:
         super().__init__(encoder, decoder, likelihood)
         self.prior_encoder, self.prior_decoder = prior_encoder, prior_decoder
-        self.n_importance = check_count(n_importance, "model.n_importance (K)")
+        self.n_importance = positive_int("model.n_importance (K)", n_importance)
 
     def prior_parameters(self) -> Iterator[nn.Parameter]:
         """Theta, Phi: the prior networks p(z|zeta) and q(zeta|z)."""
@@ -201,13 +202,6 @@ def cache_sized_calls(net: nn.Module, u: torch.Tensor) -> Any:
     if isinstance(outs[0], torch.Tensor):
         return torch.cat(outs)
     return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
-
-
-def check_count(value: int, key: str) -> int:
-    """A count such as K or M: an integer >= 1 (else a ValueError naming the config key)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _out_dim(net: nn.Module, name: str, what: str) -> int:

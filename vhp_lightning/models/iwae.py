@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from vhp_lightning.bounds import iw_log_marginal, squared_error_per_pixel
-from vhp_lightning.models.base import LatentVariableModel, TwoLayerModel, check_count
+from vhp_lightning.io.config_values import positive_int
+from vhp_lightning.models.base import LatentVariableModel, TwoLayerModel
 from vhp_lightning.models.vae import VAE
 
 
@@ -55,7 +56,7 @@ class IWAE(VAE):
 
     def __init__(self, *nets: nn.Module, n_importance: int = 16, **named_nets: nn.Module) -> None:
         super().__init__(*nets, **named_nets)
-        self.n_importance = check_count(n_importance, "model.n_importance (K)")
+        self.n_importance = positive_int("model.n_importance (K)", n_importance)
 
     def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """``iw_objective`` over K samples z_k ~ q(z|x), ``x: (B, ...)``."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vhp_lightning.bounds import gaussian_log_prob, reparameterize
-from vhp_lightning.models.base import check_count
+from vhp_lightning.io.config_values import positive_int
 from vhp_lightning.models.vae import VAE
 
 
@@ -68,7 +68,7 @@ class VampPrior(VAE):
         data_max: float = 1.0,
     ) -> None:
         super().__init__(encoder, decoder, likelihood)
-        check_count(n_pseudo, "model.n_pseudo (M)")
+        n_pseudo = positive_int("model.n_pseudo (M)", n_pseudo)
         if not data_min < data_max:
             raise ValueError(f"need data_min < data_max, got {data_min}, {data_max}")
         shape = (n_pseudo, *(int(d) for d in data_shape))

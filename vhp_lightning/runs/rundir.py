@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vhp_lightning.io.config import redact
 from vhp_lightning.io.files import write_text
+from vhp_lightning.runs.record import record_path
 
 try:
     import fcntl
@@ -27,7 +28,6 @@ except ImportError:  # not on Windows: runs there are not locked
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".vhp-train.lock"
-RECORD = ".hydra"  # the run's record: config.yaml, hydra.yaml, overrides.yaml (Hydra's layout)
 
 
 class RunDirError(RuntimeError):
@@ -122,7 +122,7 @@ def write_run_record(cfg: DictConfig, run_dir: Path | None) -> None:
         "overrides.yaml": list(hydra_cfg.overrides.task),
     }
     for name, data in files.items():
-        write_text(run_dir / RECORD / name, yaml.safe_dump(redact(data), sort_keys=False))
+        write_text(record_path(run_dir, name), yaml.safe_dump(redact(data), sort_keys=False))
 
 
 @contextlib.contextmanager
