@@ -67,7 +67,7 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     assert all(line.count("|") == header.count("|") for line in rows)
     assert "| latent dim | nodes | neighbours | build graph (ms) |" in text
     assert "ours / plain = **" in text
-    assert "of the sgemm peak" in text and "(target >= 75 %)" in text  # issue 13's step target
+    assert "of the sgemm peak" in text and "(target >= 75 %)" in text  # the step-cost target
     gaps = text.split("## Where the time and memory go (the gaps)")[1]
     assert "- pendulum-mlp: ours / plain (CPU) = " in gaps
     assert "- ours-vae / pythae-vae: not measured in this run (pendulum-mlp)." in gaps
