@@ -1,19 +1,17 @@
-"""Figures during training: every run's end-of-run pictures, the pendulum's Fig. 2 and Table 1.
+"""Figures during training: every run's end-of-run pictures and the pendulum's Fig. 2.
 
 ``RunFigures`` (in the default callbacks) draws, once when ``fit`` ends, what any dataset shows
 without knowing it: the posterior means coloured by the batch's label or angle beside prior
 samples on shared axes (Fig. 2, 16; PCA when the latent has more than 2 dims) and the beta / C_t
 trace with REWO's phase switch marked. ``PendulumFigures`` adds the pendulum's Fig. 2 snapshots
-every ``every_n_steps`` steps and the latent-angle metrics of Table 1. Rank zero only, off the
-hot path (one forward pass over at most ``max_points`` points of the evaluation split); the
-training RNG stream is left untouched.
+every ``every_n_steps`` steps (Table 1's numbers: ``callbacks.table1_metrics``). Rank zero only,
+off the hot path (one forward pass over at most ``max_points`` points of the evaluation split);
+the training RNG stream is left untouched.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +24,11 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from vhp_lightning.analysis.eval_mode import evaluating
 from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior, save_figure
-from vhp_lightning.analysis.pendulum import (
-    knn_angle_error,
-    latent_angle_report,
-    prior_coverage,
-    prior_fit_report,
-)
 from vhp_lightning.callbacks.base import BetaScheme
-from vhp_lightning.io.files import write_json, write_text
+from vhp_lightning.datamodules.batches import first_batches
+from vhp_lightning.io.config_values import non_negative_int, positive_int, positive_int_or_none
 
 
 class RunFigures(Callback):
@@ -64,14 +58,9 @@ class RunFigures(Callback):
     ) -> None:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        if n_prior_samples < 1 or (max_points is not None and max_points < 1):
-            raise ValueError(
-                f"need n_prior_samples >= 1 and max_points >= 1 (or null); got "
-                f"{n_prior_samples}, {max_points}"
-            )
         self.dirpath = Path(dirpath)
-        self.n_prior_samples = int(n_prior_samples)
-        self.max_points = None if max_points is None else int(max_points)
+        self.n_prior_samples = positive_int("n_prior_samples", n_prior_samples)
+        self.max_points = positive_int_or_none("max_points", max_points, "all")
         self.split = split
         self.trace: list[tuple[int, float, float]] = []  # (step, beta, C_t) of every step
         self.kappa_sq: float | None = None
@@ -119,32 +108,7 @@ class RunFigures(Callback):
     def _encode(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        """q(z|x) means and stds ``(N, d)`` of the split's first ``max_points`` points, the
-        batches' second items ``(N,)`` (``None`` if they carry none) and ``n_prior_samples``
-        z ~ p(z)."""
-        dm = trainer.datamodule
-        dm.setup("test")
-        loader = dm.test_dataloader() if self.split == "test" else dm.val_dataloader()
-        means, stds, labels, n = [], [], [], 0
-        with evaluating(pl_module):
-            for batch in loader:
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                mean, logvar = pl_module.model.encode(x.to(pl_module.device))
-                means.append(mean.float().cpu())
-                stds.append((0.5 * logvar).exp().float().cpu())
-                if isinstance(batch, (list, tuple)) and len(batch) > 1:
-                    labels.append(torch.as_tensor(batch[1]).reshape(len(x), -1)[:, 0])
-                n += len(x)
-                if self.max_points is not None and n >= self.max_points:
-                    break
-            prior = pl_module.model.sample_prior(self.n_prior_samples).float().cpu()
-        k = n if self.max_points is None else min(n, self.max_points)
-        return (
-            torch.cat(means)[:k].numpy(),
-            torch.cat(stds)[:k].numpy(),
-            torch.cat(labels)[:k].numpy() if labels else None,
-            prior.numpy(),
-        )
+        return encode_split(trainer, pl_module, self.split, self.max_points, self.n_prior_samples)
 
     def _draw_latents(
         self,
@@ -187,17 +151,17 @@ class RunFigures(Callback):
         return {"trace": [list(t) for t in self.trace]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.trace = [tuple(t) for t in _checked_rows(state_dict, "trace", tuple)]
+        self.trace = [tuple(t) for t in checked_rows(state_dict, "trace", tuple)]
 
 
 class PendulumFigures(RunFigures):
-    """Fig. 2 snapshots every ``every_n_steps`` and the latent-angle errors at the end.
+    """Fig. 2 snapshots every ``every_n_steps`` steps and at the end of training.
 
-    Writes ``<dirpath>/latents_step<k>.png`` (+ ``.npz``), ``snapshots.csv``, ``beta_trace.png``
-    and ``pendulum_metrics.json`` (``polar_ols_error``, ``knn_angle_error``, ``polar_slope``, the
-    prior-fit diagnostics such as ``prior_fit_nn`` and ``prior_outside_3std``, the step and
-    beta) and logs the figures to TensorBoard/W&B when those loggers are active. Needs batches
-    ``(x, angle)``; encodes the whole split.
+    Writes ``<dirpath>/latents_step<k>.png`` (posterior means coloured by angle, their std, prior
+    samples) with the arrays behind it (``latents_step<k>.npz``: ``means``, ``stds``,
+    ``angles``, ``prior``) and ``beta_trace.png``, and logs the figures to TensorBoard/W&B when
+    those loggers are active. Needs batches ``(x, angle)``; encodes the whole split. Table 1's
+    numbers at the same steps are ``callbacks.table1_metrics.PendulumMetrics``.
     """
 
     def __init__(
@@ -208,8 +172,9 @@ class PendulumFigures(RunFigures):
         split: str = "test",
     ) -> None:
         super().__init__(dirpath, n_prior_samples=n_prior_samples, max_points=None, split=split)
-        self.every_n_steps = int(every_n_steps)
-        self.snapshots: list[dict[str, float]] = []
+        self.every_n_steps = non_negative_int(
+            "every_n_steps", every_n_steps, means="0 = only at the end"
+        )
 
     def on_train_batch_end(
         self,
@@ -226,17 +191,13 @@ class PendulumFigures(RunFigures):
 
     @rank_zero_only
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The last snapshot, ``pendulum_metrics.json`` and the beta trace."""
-        if self._snapshot(trainer, pl_module, f"latents_step{trainer.global_step}") is not None:
-            self._write_metrics(trainer)
-            self._write_trace(trainer)
+        """The last snapshot and the beta trace."""
+        self._snapshot(trainer, pl_module, f"latents_step{trainer.global_step}")
+        self._write_trace(trainer)
 
-    # ------------------------------------------------------------------------------------------
     @rank_zero_only
-    def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str):
-        """Draw Fig. 2's panels, keep the arrays (``<name>.npz``) and append one row of
-        metrics and prior-fit diagnostics (``prior_fit_report``, ``prior_coverage``: does p(z)
-        take the shape of the encoded data) to ``snapshots.csv`` (Figs. 2, 11-15 over steps)."""
+    def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> None:
+        """Draw Fig. 2's panels and keep their arrays (``<name>.npz``)."""
         means, stds, angles, prior = self._encode(trainer, pl_module)
         if angles is None or not np.issubdtype(angles.dtype, np.floating):
             raise ValueError(
@@ -250,50 +211,39 @@ class PendulumFigures(RunFigures):
         np.savez_compressed(
             self.dirpath / f"{name}.npz", means=means, stds=stds, angles=angles, prior=prior
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            fit = prior_fit_report(pl_module.model, *map(torch.from_numpy, (means, prior)))
-        # The same kNN read through the posterior's noise (one z ~ q(z|x) per image): about
-        # pi/2 while q(z|x) is collapsed, even when its means alone still order the angles.
-        sampled = means + stds * np.random.default_rng(0).standard_normal(means.shape)
-        row = {
-            "step": trainer.global_step,
-            "beta": beta,
-            "c_hat": self.trace[-1][2] if self.trace else float("nan"),
-            **latent_angle_report(means, angles),
-            "knn_sample_error": knn_angle_error(sampled, angles),
-            "posterior_std": float(stds.mean()),
-            **fit,
-            **prior_coverage(means, stds, prior),
-        }
-        self.snapshots = [r for r in self.snapshots if r["step"] != row["step"]] + [row]
-        _write_csv(self.dirpath / "snapshots.csv", self.snapshots)
-        return means, angles
-
-    @rank_zero_only
-    def _write_metrics(self, trainer: pl.Trainer) -> None:
-        """``pendulum_metrics.json``: the last snapshot's row (the end of training)."""
-        report = dict(self.snapshots[-1])
-        write_json(self.dirpath / "pendulum_metrics.json", report, default=float)
-        for lg in trainer.loggers:
-            lg.log_metrics(
-                {
-                    f"{self.split}/{k}": v
-                    for k, v in report.items()
-                    if k in ("arcsin_ols_error", "polar_ols_error", "knn_angle_error")
-                },
-                step=trainer.global_step,
-            )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "snapshots": self.snapshots}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.snapshots = _checked_rows(state_dict, "snapshots", dict)
 
 
-def _checked_rows(state: Any, key: str, kind: type) -> list[Any]:
+def encode_split(
+    trainer: pl.Trainer,
+    pl_module: pl.LightningModule,
+    split: str,
+    max_points: int | None,
+    n_prior_samples: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """q(z|x) means and stds ``(N, d)`` of the first ``max_points`` points of the datamodule's
+    ``split`` (``None``: all), the batches' second items ``(N,)`` (``None`` if they carry none)
+    and ``n_prior_samples`` draws z ~ p(z) ``(M, d)``; in eval mode, the RNG left untouched."""
+    dm = trainer.datamodule
+    dm.setup("test")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    means, stds, labels = [], [], []
+    with evaluating(pl_module):
+        for x, y in first_batches(loader, max_points):
+            mean, logvar = pl_module.model.encode(x.to(pl_module.device))
+            means.append(mean.float().cpu())
+            stds.append((0.5 * logvar).exp().float().cpu())
+            if y is not None:
+                labels.append(torch.as_tensor(y).reshape(len(x), -1)[:, 0])
+        prior = pl_module.model.sample_prior(n_prior_samples).float().cpu()
+    return (
+        torch.cat(means).numpy(),
+        torch.cat(stds).numpy(),
+        torch.cat(labels).numpy() if labels else None,
+        prior.numpy(),
+    )
+
+
+def checked_rows(state: Any, key: str, kind: type) -> list[Any]:
     """``state[key]`` of a checkpoint: a list of rows (tuples, or dicts with string keys) of plain
     numbers or empty values; anything else is refused with ``CheckpointError``."""
     from vhp_lightning.io.checkpoint import CheckpointError
@@ -311,21 +261,6 @@ def _checked_rows(state: Any, key: str, kind: type) -> list[Any]:
     return list(rows)
 
 
-@contextmanager
-def evaluating(pl_module: pl.LightningModule) -> Iterator[None]:
-    """Eval mode and no gradients inside; on exit the module's mode and the global RNG state
-    (CPU, and the module's GPU) are as before, so drawing leaves the training stream untouched."""
-    was_training = pl_module.training
-    device = pl_module.device
-    fork = [device.index or 0] if device.type == "cuda" else []
-    pl_module.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=fork):
-            yield
-    finally:
-        pl_module.train(was_training)
-
-
 def log_image(trainer: pl.Trainer, key: str, path: Path) -> None:
     """Send a saved PNG to every logger that takes images (TensorBoard, W&B; a user's subclass
     counts) at the trainer's step; CSV has none."""
@@ -335,10 +270,3 @@ def log_image(trainer: pl.Trainer, key: str, path: Path) -> None:
             lg.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
         elif isinstance(lg, WandbLogger):
             lg.log_image(key=key, images=[str(path)], step=trainer.global_step)
-
-
-def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    """All rows (same keys) as one CSV, written atomically."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = [",".join(keys)] + [",".join(f"{r.get(k, '')}" for k in keys) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")

@@ -1,5 +1,5 @@
 """The figure callbacks: the default run's end-of-run pictures (RunFigures), the pendulum's
-Fig. 2 snapshots and Table 1 metrics (PendulumFigures), and the figures of
+Fig. 2 snapshots (PendulumFigures) and Table 1 metrics (PendulumMetrics), and the figures of
 ``vhp_lightning.analysis.figures``, the one module that draws."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 import vhp_lightning.callbacks.figures as figures_module
 from vhp_lightning.analysis.figures import (
@@ -63,6 +64,62 @@ def test_pendulum_callbacks_write_figures_and_metrics(compose_cfg, tmp_path: Pat
     arrays = np.load(figures / "latents_step20.npz")
     assert arrays["means"].shape == arrays["stds"].shape == (len(arrays["angles"]), 2)
     assert arrays["prior"].shape == (50, 2)
+
+
+def mean_radius(snap) -> dict[str, float]:
+    """A toy Table 1 metric (docs/extending.md): the mean distance of the posterior means from
+    the origin."""
+    return {"toy_radius": float(np.linalg.norm(snap.means, axis=1).mean())}
+
+
+def test_a_metric_listed_in_the_config_is_measured_at_every_snapshot(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """A Table 1 metric is a function LatentSnapshot -> {name: value} and a line in
+    conf/callbacks/pendulum.yaml: its number lands in snapshots.csv and pendulum_metrics.json,
+    computed on the same snapshot arrays the figures keep."""
+    from omegaconf import open_dict
+
+    cfg = compose_cfg(
+        "callbacks=pendulum",
+        "~callbacks.progress_bar",
+        "callbacks.pendulum_figures.every_n_steps=10",
+        "callbacks.pendulum_figures.n_prior_samples=50",
+        "test=false",
+    )
+    with open_dict(cfg):
+        cfg.callbacks.pendulum_metrics.metrics.append("tests.test_figures.mean_radius")
+    train(cfg)
+    figures = tmp_path / "figures"
+    with open(figures / "snapshots.csv") as f:
+        rows = list(csv_module.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [10, 20]
+    means = np.load(figures / "latents_step20.npz")["means"]
+    want = float(np.linalg.norm(means, axis=1).mean())
+    assert float(rows[-1]["toy_radius"]) == pytest.approx(want, rel=1e-6)
+    metrics = json.loads((figures / "pendulum_metrics.json").read_text())
+    assert metrics["toy_radius"] == pytest.approx(want, rel=1e-6)
+    assert list(metrics)[:4] == ["step", "beta", "c_hat", "arcsin_ols_error"]
+
+
+def test_metrics_must_be_functions_with_names_of_their_own(tmp_path: Path, monkeypatch) -> None:
+    import vhp_lightning.callbacks.table1_metrics as table1_metrics
+    from vhp_lightning.analysis.pendulum import LatentSnapshot
+
+    with pytest.raises(ValueError, match="metrics must be a non-empty list of functions"):
+        table1_metrics.PendulumMetrics(str(tmp_path), metrics=[])
+    with pytest.raises(ValueError, match="'tests.nowhere.metric' does not name a function"):
+        table1_metrics.PendulumMetrics(str(tmp_path), metrics=["tests.nowhere.metric"])
+    clash = table1_metrics.PendulumMetrics(str(tmp_path), metrics=[lambda snap: {"beta": 0.0}])
+    snap = LatentSnapshot(np.zeros((3, 2)), np.ones((3, 2)), np.zeros(3), np.zeros((4, 2)), None)
+    monkeypatch.setattr(
+        table1_metrics, "encode_split", lambda *a: (snap.means, snap.stds, snap.angles, snap.prior)
+    )
+    trainer = type("Trainer", (), {"global_step": 7})()
+    module = type("Module", (), {"beta": 0.5, "model": None})()
+    with pytest.raises(ValueError, match=r"returns names already taken: \['beta'\]"):
+        clash.snapshot(trainer, module)
+    assert not (tmp_path / "snapshots.csv").exists()
 
 
 def test_default_run_writes_its_pictures_and_the_summary_prints_them(
@@ -244,7 +301,7 @@ def test_report_figures_take_plain_arrays(tmp_path: Path) -> None:
         assert not plt.fignum_exists(fig.number)  # save_figure closed it
 
 
-# --- readable figures (issue 27, item 5) ---------------------------------------------------------
+# --- readable figures ---------------------------------------------------------------------------
 def _ring(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     angles = np.random.default_rng(seed).uniform(0, 2 * np.pi, n)
     return np.c_[np.cos(angles), np.sin(angles)], angles

@@ -20,7 +20,7 @@ from torch.utils.data import DistributedSampler, TensorDataset
 
 from vhp_lightning.datamodules.resumable import resumable_train_loader
 from vhp_lightning.datamodules.splits import SplitDataModule
-from vhp_lightning.io.checkpoint import CheckpointError, load_checkpoint
+from vhp_lightning.io.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
 from vhp_lightning.runs.resume import resolve_ckpt_path
 from vhp_lightning.runs.rundir import LOCK_NAME, RunDirError, RunDirLockedError
 from vhp_lightning.train import train
@@ -317,7 +317,7 @@ def _old_format(ckpt: dict) -> dict:
     return ckpt
 
 
-@pytest.mark.parametrize("version", ["before", 2])
+@pytest.mark.parametrize("version", ["before", 1, 3])
 def test_a_checkpoint_of_another_format_is_refused_before_training(
     compose_cfg, tmp_path, version
 ) -> None:
@@ -330,7 +330,7 @@ def test_a_checkpoint_of_another_format_is_refused_before_training(
     train(compose_cfg(*RUN, f"trainer.max_steps={N}", run_dir=run))
     last = run / "checkpoints" / "last.ckpt"
     ckpt = load_checkpoint(last)
-    assert ckpt["vhp_format"] == 1
+    assert ckpt["vhp_format"] == CHECKPOINT_FORMAT == 2
     if version == "before":
         ckpt = _old_format(ckpt)
         del ckpt["vhp_format"]
@@ -338,8 +338,8 @@ def test_a_checkpoint_of_another_format_is_refused_before_training(
         ckpt["vhp_format"] = version
     torch.save(ckpt, last)
     before = last.read_bytes()
-    want = "written before 2026-12-02" if version == "before" else "vhp_format 2"
-    with pytest.raises(CheckpointError, match=f"another format \\({want}.*resumes only format 1"):
+    want = "written before 2026-12-02" if version == "before" else f"vhp_format {version}"
+    with pytest.raises(CheckpointError, match=f"another format \\({want}.*resumes only format 2"):
         train(compose_cfg(*RUN, f"trainer.max_steps={N + 2}", "resume=true", run_dir=run))
     assert last.read_bytes() == before
     assert load(last).model is not None

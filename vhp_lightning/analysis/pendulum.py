@@ -16,17 +16,26 @@ ones (pi/2 for a latent that ignores the angle). Report them with the latent plo
 
 Whether the learned prior p(z) takes the shape of the encoded data (the paper's claim, a ring on
 the pendulum) is ``prior_coverage``; ``prior_fit_report`` adds the prior nets' diagnostics.
+
+Table 1's metrics are functions of one ``LatentSnapshot`` returning named numbers
+(``angle_metrics``, ``posterior_noise_metrics``, ``prior_shape_metrics``); the callback
+``vhp_lightning.callbacks.table1_metrics.PendulumMetrics`` calls the ones its config lists at
+every snapshot, and ``report pendulum_table1`` tabulates every number they return.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
+
+from vhp_lightning.analysis.eval_mode import forked_rng, model_device
+from vhp_lightning.io.config_values import positive_int
 
 
 def wrap_angle(a: np.ndarray | float) -> np.ndarray:
@@ -276,8 +285,7 @@ def prior_coverage(
         raise ValueError("means, stds or prior contain NaN or inf")
     if (stds <= 0).any():
         raise ValueError("stds must be positive (posterior standard deviations)")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    chunk = positive_int("chunk", chunk)
 
     prior_to_data = NearestNeighbors(n_neighbors=1).fit(means).kneighbors(prior)[0]  # (M, 1)
     data_to_prior = NearestNeighbors(n_neighbors=1).fit(prior).kneighbors(means)[0]  # (N, 1)
@@ -292,3 +300,46 @@ def prior_coverage(
         scaled = (block[:, None, :] - means[None]) / stds[None]  # (C, N, d)
         inside[start : start + step] = ((scaled**2).sum(axis=-1) <= 9.0).any(axis=1)
     return {"prior_fit_nn": float(fit_nn), "prior_outside_3std": float(1.0 - inside.mean())}
+
+
+# --- Table 1's metrics: functions of one snapshot of the latent space ----------------------------
+@dataclass(frozen=True)
+class LatentSnapshot:
+    """The latent space at one step, as every Table 1 metric reads it.
+
+    ``means: (N, d)`` and ``stds: (N, d)`` of q(z|x) over the evaluation split, ``angles: (N,)``
+    its joint angles in radians, ``prior: (M, d)`` draws z ~ p(z), and the ``model`` (in eval
+    mode) for metrics that look inside the prior's networks.
+    """
+
+    means: np.ndarray
+    stds: np.ndarray
+    angles: np.ndarray
+    prior: np.ndarray
+    model: torch.nn.Module
+
+
+def angle_metrics(snap: LatentSnapshot) -> dict[str, float]:
+    """``latent_angle_report`` of the posterior means: the arcsin, polar and kNN errors and the
+    polar slope (decision 8)."""
+    return latent_angle_report(snap.means, snap.angles)
+
+
+def posterior_noise_metrics(snap: LatentSnapshot) -> dict[str, float]:
+    """``knn_sample_error``: the kNN error read through the posterior's noise, on one
+    z ~ q(z|x) per image (fixed draw, seed 0) -- about pi/2 while q(z|x) is collapsed, even when
+    its means alone still order the angles; ``posterior_std``: the mean posterior std."""
+    noise = np.random.default_rng(0).standard_normal(snap.means.shape)  # (N, d)
+    return {
+        "knn_sample_error": knn_angle_error(snap.means + snap.stds * noise, snap.angles),
+        "posterior_std": float(snap.stds.mean()),
+    }
+
+
+def prior_shape_metrics(snap: LatentSnapshot) -> dict[str, float]:
+    """Whether p(z) takes the shape of the encoded data: ``prior_fit_report`` (radii, the second
+    layer's spreads; its zeta draws seeded with 0 in a forked RNG) and ``prior_coverage``."""
+    with forked_rng(model_device(snap.model)):
+        torch.manual_seed(0)
+        fit = prior_fit_report(snap.model, *map(torch.from_numpy, (snap.means, snap.prior)))
+    return {**fit, **prior_coverage(snap.means, snap.stds, snap.prior)}

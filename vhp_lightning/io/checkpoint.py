@@ -201,33 +201,30 @@ def continue_cut_epoch(ckpt: dict[str, Any]) -> bool:
 
 # The layout of the checkpoints this version writes (``vhp_format``; docs/reliability.md): one
 # optimiser with a theta/phi and a Theta/Phi parameter group, torchdata's loader state, the
-# beta-scheme's state under its class name. Checkpoints of this layout written before the key
-# existed (2026-12-02 to 2026-12-06) read as format 1.
-CHECKPOINT_FORMAT = 1
+# beta-scheme's state under its class name, Table 1's snapshot rows under ``PendulumMetrics``.
+# Format 1 (no key, or 1) kept those rows under ``PendulumFigures``.
+CHECKPOINT_FORMAT = 2
 
 
 def check_format(ckpt: Mapping[str, Any], path: str = "checkpoint") -> None:
     """Refuse to resume a checkpoint of another layout (``CheckpointError``). Weights of an older
     checkpoint still load for evaluation (``vhp_lightning.load``); only a resume needs this."""
-    version = ckpt.get("vhp_format", CHECKPOINT_FORMAT)
+    version = ckpt.get("vhp_format", 1)
     states = ckpt.get("optimizer_states")
     loop = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}
     loaders = loop.get("combined_loader")
     old_loader = isinstance(loaders, list) and any(
         isinstance(s, Mapping) and {"epoch_start", "now", "yielded"} <= set(s) for s in loaders
     )
-    if (
-        version == CHECKPOINT_FORMAT
-        and not old_loader
-        and not (isinstance(states, list) and len(states) == 2)
-    ):
+    two_optimisers = isinstance(states, list) and len(states) == 2
+    if version == CHECKPOINT_FORMAT and not old_loader and not two_optimisers:
         return
     raise CheckpointError(
         f"{path} is a checkpoint of another format ("
         + (
-            f"vhp_format {version!r}"
-            if version != CHECKPOINT_FORMAT
-            else "written before 2026-12-02: two optimisers and the old train-loader state"
+            "written before 2026-12-02: two optimisers and the old train-loader state"
+            if old_loader or two_optimisers
+            else f"vhp_format {version!r}"
         )
         + f"); this version resumes only format {CHECKPOINT_FORMAT}. Its weights still load "
         "for evaluation (vhp_lightning.load, vhp_lightning.evaluate); to continue training it, "
@@ -350,22 +347,37 @@ def check_compatible(
             )
     saved = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     state_dict = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
-    missing = sorted(set(state_dict) - set(saved))
-    unexpected = sorted(set(saved) - set(state_dict))
-    shapes = [
-        f"{k}: checkpoint {tuple(saved[k].shape)}, model {tuple(v.shape)}"
-        for k, v in state_dict.items()
-        if k in saved and torch.is_tensor(saved[k]) and saved[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"shape mismatch {'; '.join(shapes[:5])}"] if shapes else []
-        parts += [f"missing {', '.join(missing[:5])}"] if missing else []
-        parts += [f"unexpected {', '.join(unexpected[:5])}"] if unexpected else []
+    mismatch = weight_mismatch(saved, state_dict)
+    if mismatch:
         raise CheckpointError(
-            f"{path} does not fit this model ({' | '.join(parts)}). It is from another model or "
+            f"{path} does not fit this model ({mismatch}). It is from another model or "
             "config; resume with the settings it was trained with, or start fresh with "
             "ckpt_path=null."
         )
+
+
+def weight_mismatch(saved: Mapping[str, Any], own: Mapping[str, torch.Tensor]) -> str:
+    """How the tensors of a checkpoint's state dict ``saved`` differ from a model's ``own``, for
+    an error message: ``shape mismatch <key>: checkpoint (a, b), model (c, d); ... | missing
+    <keys> | unexpected <keys>`` (at most 5 keys of each, then ``(+N more)``); ``""`` when the
+    names and shapes all match."""
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(saved[k].shape)}, model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in saved and torch.is_tensor(saved[k]) and saved[k].shape != v.shape
+    ]
+    parts = []
+    for label, items, sep in (
+        ("shape mismatch", shapes, "; "),
+        ("missing", missing, ", "),
+        ("unexpected", unexpected, ", "),
+    ):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{label} {sep.join(items[:5])}{more}")
+    return " | ".join(parts)
 
 
 def _diff(old: Any, new: Any, where: str) -> list[str]:
