@@ -235,6 +235,11 @@ class BetaScheme(Callback):
             )
 
 
+def find_scheme(trainer: pl.Trainer) -> BetaScheme | None:
+    """The run's beta-scheme callback (REWO, GECO, ...), or None when it has none."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, BetaScheme)), None)
+
+
 def _check_number(
     name: str,
     value: Any,

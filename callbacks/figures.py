@@ -26,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from vhp_lightning.analysis.eval_mode import evaluating
 from vhp_lightning.analysis.figures import plot_beta_trace, plot_posterior_and_prior, save_figure
-from vhp_lightning.callbacks.base import BetaScheme
+from vhp_lightning.callbacks.base import BetaScheme, find_scheme
 from vhp_lightning.datamodules.batches import first_batches
 from vhp_lightning.io.config_values import non_negative_int, positive_int, positive_int_or_none
 
@@ -69,7 +69,7 @@ class RunFigures(Callback):
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._scheme = next((cb for cb in trainer.callbacks if isinstance(cb, BetaScheme)), None)
+        self._scheme = find_scheme(trainer)
 
     def on_train_batch_end(
         self,

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
 from vhp_lightning.analysis.pendulum import LatentSnapshot
-from vhp_lightning.callbacks.base import BetaScheme
+from vhp_lightning.callbacks.base import BetaScheme, find_scheme
 from vhp_lightning.callbacks.figures import checked_rows, encode_split
 from vhp_lightning.io.config_values import non_negative_int, positive_int
 from vhp_lightning.io.files import write_json, write_text
@@ -72,16 +72,12 @@ class PendulumMetrics(Callback):
         self._scheme: BetaScheme | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._scheme = next((cb for cb in trainer.callbacks if isinstance(cb, BetaScheme)), None)
+        self._scheme = find_scheme(trainer)
 
     def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any
     ) -> None:
+        """A snapshot at every ``every_n_steps``-th step (``outputs``, ``batch`` unused)."""
         step = trainer.global_step
         if self.every_n_steps > 0 and step % self.every_n_steps == 0:
             self.snapshot(trainer, pl_module)
