@@ -10,18 +10,15 @@ for the next step; this module never imports a callback.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vhp_lightning.analysis.eval_mode import forked_rng
 from vhp_lightning.analysis.nll import (
@@ -37,6 +34,7 @@ from vhp_lightning.io.checkpoint import CHECKPOINT_FORMAT
 from vhp_lightning.io.config_values import non_negative_int, positive_int, positive_int_or_none
 from vhp_lightning.io.steplog import log_step
 from vhp_lightning.models.base import LatentVariableModel
+from vhp_lightning.runs.interrupts import interruptible, stop_if_terminated
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 log = logging.getLogger(__name__)
@@ -45,21 +43,6 @@ NLL_SLICE = 10  # images per importance-sampled slice of test/nll: a signal is s
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; raised before the bad gradient reaches any parameter."""
-
-
-class EvaluationInterrupted(SIGTERMException):
-    """A SIGTERM or Ctrl-C stopped an evaluation stage that runs after training finished (the
-    end-of-run ``validate``/``test``): the checkpoint is complete, nothing needs resuming.
-
-    Attributes:
-        stage: ``"validate"`` or ``"test"``.
-        signum: ``signal.SIGTERM`` or ``signal.SIGINT``.
-        step: the training step of the model (the last one).
-    """
-
-    def __init__(self, stage: str, signum: int, step: int) -> None:
-        super().__init__(128 + signum)
-        self.stage, self.signum, self.step = stage, signum, step
 
 
 class VHPModule(pl.LightningModule):
@@ -218,7 +201,7 @@ class VHPModule(pl.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        with self._interruptible():
+        with interruptible(self._trainer, self.global_step):
             self._eval_step("val", batch)
 
     def on_test_epoch_start(self) -> None:
@@ -237,7 +220,7 @@ class VHPModule(pl.LightningModule):
             )
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        with self._interruptible():
+        with interruptible(self._trainer, self.global_step):
             self._eval_step("test", batch)
             if self.nll_samples and self._nll_left > 0:
                 x = _inputs(batch)
@@ -310,8 +293,7 @@ class VHPModule(pl.LightningModule):
         s, chunk = self.nll_samples, self.nll_chunk_size
         out = []
         for i, xs in enumerate(x.split(NLL_SLICE)):
-            if self._trainer is not None and self.trainer.received_sigterm:
-                raise EvaluationInterrupted("test", signal.SIGTERM, self.global_step)
+            stop_if_terminated(self._trainer, "test", self.global_step)
             if first and i == 0:
                 start = time.perf_counter()
                 out.append(log_likelihood_batched(self.model, xs[:1], s, chunk))
@@ -338,23 +320,6 @@ class VHPModule(pl.LightningModule):
             self.nll_samples,
             "?" if n is None else _duration(seconds_per_image * n),
         )
-
-    @contextlib.contextmanager
-    def _interruptible(self) -> Iterator[None]:
-        """In an evaluation stage after training (``trainer.validate``/``test``), a Ctrl-C or a
-        SIGTERM raises ``EvaluationInterrupted``: the caller can tell the run apart from an
-        interrupted training (whose checkpoint is to be resumed)."""
-        fn = self.trainer.state.fn if self._trainer is not None else None
-        stage = str(getattr(fn, "value", fn))
-        if stage not in ("validate", "test"):
-            yield
-            return
-        if self.trainer.received_sigterm:
-            raise EvaluationInterrupted(stage, signal.SIGTERM, self.global_step)
-        try:
-            yield
-        except KeyboardInterrupt:
-            raise EvaluationInterrupted(stage, signal.SIGINT, self.global_step) from None
 
     def _eval_step(self, stage: str, batch: Any) -> None:
         x = _inputs(batch)
@@ -465,4 +430,4 @@ def _inputs(batch: Any) -> torch.Tensor:
     return x
 
 
-__all__ = ["EvaluationInterrupted", "NonFiniteLossError", "VHPModule"]
+__all__ = ["NonFiniteLossError", "VHPModule"]

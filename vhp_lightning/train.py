@@ -188,7 +188,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     from vhp_lightning.io.checkpoint import CheckpointError
     from vhp_lightning.io.instantiate import UnsafeConfigError
-    from vhp_lightning.module import EvaluationInterrupted, NonFiniteLossError
+    from vhp_lightning.module import NonFiniteLossError
+    from vhp_lightning.runs.interrupts import EvaluationInterrupted
 
     try:
         metrics = train(cfg)

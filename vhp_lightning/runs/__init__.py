@@ -4,5 +4,6 @@
 dir overrides, relative data paths); ``rundir``: the run dir's lock, writable checks, the run's
 ``.hydra/`` record and its ``train.log``; ``record``: that record read back (the config and the
 overrides of a finished run); ``resume``: which checkpoint a run continues and the checks that
-it fits; ``summary``: the closing report and the messages of a stopped run.
+it fits; ``interrupts``: a Ctrl-C or SIGTERM during the end-of-run evaluation;
+``summary``: the closing report and the messages of a stopped run.
 """

@@ -16,7 +16,7 @@ from vhp_lightning.runs.resume import checkpoint_dir, last_checkpoint, newest_la
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
-    from vhp_lightning.module import EvaluationInterrupted
+    from vhp_lightning.runs.interrupts import EvaluationInterrupted
 
 log = logging.getLogger(__name__)
 
