@@ -11,6 +11,7 @@ from vhp_lightning.analysis.pendulum import (
     fit_circle,
     knn_angle_error,
     latent_angle_report,
+    loop_shape,
     polar_ols_error,
     prior_fit_report,
     wrap_angle,
@@ -146,3 +147,15 @@ def test_prior_fit_report_on_a_collapsed_second_layer():
         "prior_radius_mean",
         "prior_radius_std",
     }
+
+
+def test_loop_shape_is_one_and_zero_on_a_ring_and_the_axis_ratio_on_an_ellipse() -> None:
+    phi = np.linspace(0, 2 * np.pi, 4000, endpoint=False)  # evenly spaced: exact moments
+    circle = loop_shape(np.c_[3 + 2 * np.cos(phi), -1 + 2 * np.sin(phi)])
+    assert circle["loop_axis_ratio"] == pytest.approx(1.0, abs=1e-9)
+    assert circle["loop_radius_cv"] == pytest.approx(0.0, abs=1e-9)
+    ellipse = loop_shape(np.c_[2 * np.cos(phi), 0.5 * np.sin(phi)])  # semi-axes 2 and 0.5
+    assert ellipse["loop_axis_ratio"] == pytest.approx(0.25, rel=1e-6)
+    assert ellipse["loop_radius_cv"] > 0.3
+    with pytest.raises(ValueError, match=r"latents must be \(N >= 3, 2\), got shape \(2, 2\)"):
+        loop_shape(np.zeros((2, 2)))

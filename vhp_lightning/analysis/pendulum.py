@@ -302,6 +302,26 @@ def prior_coverage(
     return {"prior_fit_nn": float(fit_nn), "prior_outside_3std": float(1.0 - inside.mean())}
 
 
+def loop_shape(latents: np.ndarray) -> dict[str, float]:
+    """How round the encoded loop is, ``latents: (N, 2)`` (a ring scores 1 and 0).
+
+    ``loop_axis_ratio``: sqrt of the ratio of the smaller to the larger eigenvalue of the
+    latents' covariance (1 for a ring, b / a for an ellipse with semi-axes a >= b, about 0 for
+    a line); ``loop_radius_cv``: the std over the mean of the distances from the latents' mean
+    (0 for a centred ring, larger for a folded or flattened loop).
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    if latents.ndim != 2 or latents.shape[1] != 2 or len(latents) < 3:
+        raise ValueError(f"latents must be (N >= 3, 2), got shape {latents.shape}")
+    centred = latents - latents.mean(axis=0)
+    low, high = np.linalg.eigvalsh(np.cov(centred.T))  # ascending
+    radius = np.linalg.norm(centred, axis=1)
+    return {
+        "loop_axis_ratio": float(np.sqrt(max(low, 0.0) / high)) if high > 0 else 0.0,
+        "loop_radius_cv": float(radius.std() / radius.mean()) if radius.mean() > 0 else 0.0,
+    }
+
+
 # --- Table 1's metrics: functions of one snapshot of the latent space ----------------------------
 @dataclass(frozen=True)
 class LatentSnapshot:
