@@ -356,6 +356,11 @@ def posterior_noise_metrics(snap: LatentSnapshot) -> dict[str, float]:
     }
 
 
+def loop_shape_metrics(snap: LatentSnapshot) -> dict[str, float]:
+    """``loop_shape`` of the posterior means (not in the default list; add it by name)."""
+    return loop_shape(snap.means)
+
+
 def prior_shape_metrics(snap: LatentSnapshot) -> dict[str, float]:
     """Whether p(z) takes the shape of the encoded data: ``prior_fit_report`` (radii, the second
     layer's spreads; its zeta draws seeded with 0 in a forked RNG) and ``prior_coverage``."""
