@@ -131,11 +131,11 @@ class RunFigures(Callback):
             return
         steps, betas, c_hats = (np.asarray(col) for col in zip(*self.trace, strict=True))
         scheme = self._scheme
-        switch = getattr(scheme, "switch_step", None)
+        switch = None if scheme is None else scheme.switch_step
         title = ""
         if switch is not None:
             title = f"{type(scheme).__name__}: initial phase until step {switch}, then main phase"
-        elif self.kappa_sq is not None and not getattr(scheme, "train_prior", True):
+        elif self.kappa_sq is not None and scheme is not None and not scheme.train_prior:
             title = f"{type(scheme).__name__}: initial phase throughout (C_t never < kappa^2)"
         fig = plot_beta_trace(steps, betas, c_hats, self.kappa_sq, switch, title)
         self._save(trainer, "beta_trace", fig)

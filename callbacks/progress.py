@@ -31,6 +31,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 from pytorch_lightning.utilities.model_summary import get_human_readable_count
 
+from vhp_lightning.callbacks.base import find_scheme
+
 log = logging.getLogger(__name__)
 
 # Lightning notices that say nothing a user of this repo can act on (dropped by quiet_lightning):
@@ -187,9 +189,7 @@ class StepProgress(ProgressBar):
         self._t0 = self._last_line_time = time.monotonic()
         self._progress0 = self._last_line_progress = self._progress(trainer)[0]
         self._next_check = 0.0
-        self._had_initial_phase = any(
-            getattr(cb, "switch_step", None) is not None for cb in trainer.callbacks
-        )
+        self._had_initial_phase = _switched(trainer)
 
     def on_train_batch_end(
         self,
@@ -281,9 +281,7 @@ class StepProgress(ProgressBar):
         metrics = trainer.callback_metrics
         tp = next((v for k, v in metrics.items() if k.endswith("/train_prior")), None)
         if tp is not None and not self._had_initial_phase:  # seen now, or switched unseen
-            self._had_initial_phase = float(tp) < 0.5 or any(
-                getattr(cb, "switch_step", None) is not None for cb in trainer.callbacks
-            )
+            self._had_initial_phase = float(tp) < 0.5 or _switched(trainer)
         scheme = scheme_text(metrics, self._had_initial_phase, self._ascii)
         return sep.join([*parts, scheme] if scheme else parts)
 
@@ -365,3 +363,9 @@ class PartsSummary(ModelSummary):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled and trainer.is_global_zero:
             log.info(parameter_summary(pl_module))
+
+
+def _switched(trainer: pl.Trainer) -> bool:
+    """Whether the run's beta-scheme has left an initial phase (REWO's ``switch_step`` set)."""
+    scheme = find_scheme(trainer)
+    return scheme is not None and scheme.switch_step is not None

@@ -16,17 +16,18 @@ from vhp_lightning.runs.resume import checkpoint_dir, last_checkpoint, newest_la
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
+    from vhp_lightning.callbacks.base import BetaScheme
     from vhp_lightning.runs.interrupts import EvaluationInterrupted
 
 log = logging.getLogger(__name__)
 
 
-def initial_phase_warning(scheme: Any) -> str | None:
+def initial_phase_warning(scheme: BetaScheme) -> str | None:
     """A warning when a REWO-like scheme never met its constraint: the prior was never trained."""
-    kappa_sq = getattr(scheme, "kappa_sq", None)
-    if kappa_sq is None or getattr(scheme, "train_prior", True):
+    kappa_sq = scheme.kappa_sq
+    if kappa_sq is None or scheme.train_prior:
         return None  # no constraint, switched, or no initial phase at all (GECO, warm-up)
-    c_hat = getattr(scheme, "c_hat", None)
+    c_hat = scheme.c_hat
     c_txt = "not measured" if c_hat is None else f"{c_hat:.3g}"
     return (
         f"{type(scheme).__name__} never left its initial phase: the running reconstruction error "
@@ -37,7 +38,7 @@ def initial_phase_warning(scheme: Any) -> str | None:
     )
 
 
-def report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None:
+def report(trainer: pl.Trainer, scheme: BetaScheme, metrics: dict[str, float]) -> None:
     """The closing summary: final step and beta, REWO's switch step, the evaluation metrics
     (``test/nll`` with its S), and where the checkpoint, the logs and the figures are."""
     from vhp_lightning.callbacks.run_state import launched_by_spawn
@@ -48,8 +49,8 @@ def report(trainer: pl.Trainer, scheme: Any, metrics: dict[str, float]) -> None:
     # Under ddp_spawn training ran in worker processes: this process's trainer and scheme did not
     # advance; the logged beta and the checkpoint on disk are the results.
     spawned = launched_by_spawn(trainer)
-    switch = None if spawned else getattr(scheme, "switch_step", None)
-    beta = metrics.get(f"{getattr(scheme, 'name', '')}/beta", getattr(scheme, "beta", 1.0))
+    switch = None if spawned else scheme.switch_step
+    beta = metrics.get(f"{scheme.name}/beta", scheme.beta)
     where = (
         f"in {trainer.world_size} worker processes" if spawned else f"at step {trainer.global_step}"
     )
