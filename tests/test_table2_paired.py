@@ -27,7 +27,13 @@ from vhp_lightning.io.instantiate import instantiate
 from vhp_lightning.module import VHPModule
 from vhp_lightning.report import main as report_main
 from vhp_lightning.reports import read_csv
-from vhp_lightning.reports.table2 import Z95, pair_by_index, paired_difference
+from vhp_lightning.reports.table2 import (
+    KEY,
+    Z95,
+    current_rows,
+    pair_by_index,
+    paired_difference,
+)
 from vhp_lightning.train import train
 
 
@@ -207,7 +213,11 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     assert sorted((r["row"], r["seed"]) for r in rows) == [
         ("iwae", "0"), ("iwae", "1"), ("vampprior", "0"), ("vhp_rewo", "0"), ("vhp_rewo", "1"),
     ]  # fmt: skip
-    kept = tmp_path / "t2" / f"table2_dynamic_mnist_mlp_8steps_seed0_iwae_train_s5000_n{n}_"
+    kept = (
+        tmp_path
+        / "t2"
+        / f"table2_dynamic_mnist_mlp_8steps_seed0_iwae_train_s5000_n{n}_sweep-iwae0_"
+    )
     assert read_per_image(Path(f"{kept}{PER_IMAGE_FILE}"))[0].tolist() == list(range(n))
     assert len(list((tmp_path / "t2").glob(f"*_{PER_IMAGE_FILE}"))) == 4  # not the vampprior's
     text = md.read_text()
@@ -230,3 +240,34 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     md.unlink()
     report_main(["table2", "--out", str(md), "--csv", str(csv_path)])
     assert md.read_text() == text
+
+
+def test_a_rerun_of_an_unpaired_seed_is_counted_and_the_old_row_kept(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    log_px = {name: -(90.0 + rng.normal(0.0, 5.0, 50)) for name in ("old", "new", "iwae")}
+    _fake_run(tmp_path / "old" / "rewo0", "vhp_rewo", 0, log_px["old"])
+    (tmp_path / "old" / "rewo0" / PER_IMAGE_FILE).unlink()  # a run from before per-image values
+    csv_path, md = tmp_path / "t2.csv", tmp_path / "t2.md"
+    report_main(["table2", str(tmp_path / "old"), "--out", str(md), "--csv", str(csv_path)])
+    _fake_run(tmp_path / "new" / "rewo0", "vhp_rewo", 0, log_px["new"])
+    _fake_run(tmp_path / "new" / "iwae0", "iwae", 0, log_px["iwae"])
+    for _ in range(2):  # reporting the same run dirs twice adds nothing
+        report_main(["table2", str(tmp_path / "new"), "--out", str(md), "--csv", str(csv_path)])
+    rows = read_csv(csv_path)
+    assert [(r["row"], r["run"]) for r in rows] == [
+        ("vhp_rewo", "old/rewo0"), ("iwae", "new/iwae0"), ("vhp_rewo", "new/rewo0"),
+    ]  # fmt: skip
+    text = md.read_text()
+    new_nll, old_nll = -log_px["new"].mean(), -log_px["old"].mean()
+    d = paired_difference(-log_px["new"], -log_px["iwae"])  # against the rerun, not the old row
+    assert f"| VHP + REWO | REWO | 78.88 | {new_nll:.2f} ± " in text  # not the mean of both
+    assert (
+        f"| {d['mean']:+.2f} ± {d['se']:.2f} | [{d['low']:+.2f}, {d['high']:+.2f}] | 50 |" in text
+    )
+    assert "(train): over seeds" not in text  # one seed, run twice: not two seeds
+    assert f"| {old_nll:.2f} |" in text and "| superseded by new/rewo0 |" in text
+    stem = "table2_dynamic_mnist_mlp_8steps_seed0_vhp_rewo_train_s5000_n50_new-rewo0_"
+    assert (tmp_path / "t2" / f"{stem}{PER_IMAGE_FILE}").is_file()
+    key = [tuple(r[k] for k in KEY) for r in rows]
+    assert current_rows(rows, set()) == ([rows[1], rows[2]], {key[0]: "new/rewo0"})  # the last
+    assert current_rows(rows, {key[0]}) == ([rows[0], rows[1]], {key[2]: "old/rewo0"})  # paired

@@ -79,7 +79,10 @@ COLUMNS = (
     "source",
     "run",
 )
-KEY = ("row", "dataset", "nets", "seed", "steps", "samples", "images", "source")
+# One CSV row per finished run: a rerun of the same setting (another run dir) is a row of its
+# own, never an overwrite; ``current_rows`` picks the one a table counts.
+KEY = ("row", "dataset", "nets", "seed", "steps", "samples", "images", "source", "run")
+SETTING = KEY[:-1]  # what a rerun repeats
 
 
 def csv_columns(csv_path: Path, rows: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -340,11 +343,31 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 
 
 def row_id(row: dict[str, Any]) -> str:
-    """The file name stem of one CSV row's per-image values: its group, row, source, S and
-    images, e.g. ``table2_dynamic_mnist_mlp_20000steps_seed0_vhp_rewo_train_s5000_n2000``."""
+    """The file name stem of one CSV row's per-image values: its group, row, source, S, images
+    and run (two runs of one setting keep two files), e.g.
+    ``table2_dynamic_mnist_mlp_20000steps_seed0_vhp_rewo_train_s5000_n2000_mnist-vhp_rewo_s0``."""
     return (
         f"{group_slug(row)}_{row['row']}_{row['source']}_s{row['samples']}_n{row['images']}"
+        f"_{row['run'].replace('/', '-')}"
     ).replace(" ", "_")
+
+
+def current_rows(
+    rows: list[dict[str, str]], paired: set[tuple[str, ...]]
+) -> tuple[list[dict[str, str]], dict[tuple[str, ...], str]]:
+    """The rows a table counts: one per setting (``SETTING``: row, dataset, nets, seed, steps,
+    S, images, source), the last in CSV order among those whose ``KEY`` is in ``paired`` (their
+    per-image values are stored), else the last. Returns them in CSV order and, by ``KEY``, the
+    run that replaces each row left out: an older unpaired run of a seed is kept in the CSV and
+    shown as superseded, never averaged with its rerun as if it were another seed."""
+    chosen: dict[tuple[str, ...], dict[str, str]] = {}
+    for r in rows:
+        old = chosen.get(_setting(r))
+        if old is None or _key(r) in paired or _key(old) not in paired:
+            chosen[_setting(r)] = r
+    kept = {id(r) for r in chosen.values()}
+    superseded = {_key(r): chosen[_setting(r)]["run"] for r in rows if id(r) not in kept}
+    return [r for r in rows if id(r) in kept], superseded
 
 
 def run_name(folder: Path) -> str:
@@ -355,6 +378,10 @@ def run_name(folder: Path) -> str:
 
 def _key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in KEY)
+
+
+def _setting(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row.get(k, "")) for k in SETTING)
 
 
 def keep_per_image(source: Path, path: Path, row: dict[str, str] | None) -> str:
@@ -584,8 +611,9 @@ def table(
     ``(index, log_px)`` of the rows that have them, by their ``KEY`` values."""
     per_image = per_image or {}
     columns = list(DATASETS.values())
+    counted, superseded = current_rows(rows, set(per_image))
     protocols: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
-    for r in rows:
+    for r in counted:
         protocols.setdefault((r["nets"], r["steps"], r["samples"], r["images"]), []).append(r)
     lines = [
         "# Table 2: negative test log-likelihood in nats",
@@ -601,6 +629,10 @@ def table(
         "√n), the interval mean ± 1.96 s.e. (95 %, normal approximation), and *resolved* says "
         "the interval excludes 0. A row without per-image values (older runs) is *unpaired*. "
         "Over seeds: mean ± std over the seeds of the NLL and of the per-seed mean Δ.",
+        "",
+        "A setting run twice (same model, dataset, seed and protocol; another run dir) keeps "
+        "both rows in the CSV; the tables count one, the last with per-image values (else the "
+        "last), and *Every run* names the run that superseded the other.",
     ]
     order = _row_order(rows)
 
@@ -623,7 +655,18 @@ def table(
         "",
         "## Every run",
         "",
-        *markdown_table(_EVERY_RUN, every_run),
+        *markdown_table(
+            [
+                *_EVERY_RUN,
+                Column(
+                    "counted",
+                    lambda r: (
+                        f"superseded by {superseded[k]}" if (k := _key(r)) in superseded else "yes"
+                    ),
+                ),
+            ],
+            every_run,
+        ),
         "",
         "Wall time: a training row from its start to its last log line (training, validation "
         "and the end-of-run test NLL, one CPU thread); an evaluate row: the evaluation alone.",
