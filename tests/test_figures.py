@@ -22,6 +22,7 @@ from vhp_lightning.analysis.figures import (
     plot_beta_traces,
     plot_kl_per_dim,
     plot_latents_by_label,
+    plot_paired_differences,
     plot_posterior_and_prior,
     plot_smoothness_per_dim,
     plot_snapshot_grid,
@@ -299,6 +300,25 @@ def test_report_figures_take_plain_arrays(tmp_path: Path) -> None:
     for k, fig in enumerate(figures):
         assert save_figure(fig, tmp_path / "new" / f"{k}.png").stat().st_size > 0
         assert not plt.fignum_exists(fig.number)  # save_figure closed it
+
+
+def test_paired_differences_draw_each_seed_at_its_mean_with_its_interval() -> None:
+    points = {
+        "VampPrior": [("0", 0.8, 0.6, 1.0), ("1", 0.5, 0.2, 0.9)],
+        "IWAE (L=1)": [("1", -0.3, -0.5, -0.1)],  # seed 0 not paired
+    }
+    fig = plot_paired_differences(points, "VHP + REWO", "a title")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["VampPrior", "IWAE (L=1)"]
+    seed0, seed1 = ax.containers  # one errorbar set per seed, in the legend's order
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["seed 0", "seed 1"]
+    assert seed0.lines[0].get_xdata().tolist() == [0.8]
+    assert seed1.lines[0].get_xdata().tolist() == [0.5, -0.3]
+    assert seed0.lines[0].get_ydata()[0] < 0 < seed1.lines[0].get_ydata()[0] < 0.5  # side by side
+    ends = [seg[:, 0].tolist() for seg in seed1.lines[2][0].get_segments()]
+    assert np.allclose(ends, [[0.2, 0.9], [-0.5, -0.1]])  # each bar spans its 95 % interval
+    assert "NLL(VHP + REWO)" in ax.get_xlabel()
+    plt.close(fig)
 
 
 # --- readable figures ---------------------------------------------------------------------------

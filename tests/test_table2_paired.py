@@ -33,6 +33,8 @@ from vhp_lightning.reports.table2 import (
     current_rows,
     pair_by_index,
     paired_difference,
+    paired_points,
+    row_id,
 )
 from vhp_lightning.train import train
 
@@ -208,7 +210,8 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     _fake_run(runs / "vamp0", "vampprior", 0, ref[0] - 0.1, nll=12.0)
     csv_path, md = tmp_path / "t2.csv", tmp_path / "t2.md"
     args = ["table2", str(runs), "--out", str(md), "--csv", str(csv_path)]
-    report_main(args)
+    report_main([*args, "--figures", str(tmp_path / "figures")])
+    assert (tmp_path / "figures" / "table2_dynamic_mnist_mlp_8steps_train_paired.png").is_file()
     rows = read_csv(csv_path)
     assert sorted((r["row"], r["seed"]) for r in rows) == [
         ("iwae", "0"), ("iwae", "1"), ("vampprior", "0"), ("vhp_rewo", "0"), ("vhp_rewo", "1"),
@@ -233,6 +236,17 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     deltas = [expected[s]["mean"] for s in (0, 1)]
     over_seeds = f"{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f} | 2 |"
     assert "### dynamic MNIST (train): over seeds" in text and over_seeds in text
+    kept_files = {
+        tuple(r[k] for k in KEY): read_per_image(tmp_path / "t2" / f"{row_id(r)}_{PER_IMAGE_FILE}")
+        for r in rows
+        if r["row"] != "vampprior"
+    }
+    ((title, points),) = paired_points(rows, kept_files).values()  # what the figure draws
+    assert title.startswith("dynamic MNIST, mlp nets, 8 steps, S = 5000, 200 test images")
+    assert points == {
+        "IWAE (L=1)": [(str(s), expected[s]["mean"], expected[s]["low"], expected[s]["high"])
+                       for s in (0, 1)]
+    }  # fmt: skip
     # the run dirs lost: the table is rebuilt, paired, from the CSV and the kept files alone
     for job in runs.iterdir():
         for path in sorted(job.rglob("*"), reverse=True):

@@ -3,9 +3,10 @@
 Latent space and interpolation: the latent graph with its paths (Fig. 3, 5), decoded paths as
 image strips (Fig. 4, 8) or feature trajectories (Fig. 6), latents coloured by a factor (Fig. 2,
 16) or a label (Fig. 17), and Fig. 2's posterior/prior panels. Training: beta and C_t against the
-step (Fig. 2, right; Table 1's settings), Table 2's validation curves, Figs. 2 and 11-15 side by
-side. Reports: the smoothness per output dimension (Fig. 7), rate vs distortion (Fig. 19), the
-inner latent's KL per dimension (Fig. 20), and image grids of reconstructions and samples.
+step (Fig. 2, right; Table 1's settings), Table 2's validation curves and paired differences,
+Figs. 2 and 11-15 side by side. Reports: the smoothness per output dimension (Fig. 7), rate vs
+distortion (Fig. 19), the inner latent's KL per dimension (Fig. 20), and image grids of
+reconstructions and samples.
 
 No Trainer, no files read: the callbacks, reports and entry points gather the data and decide
 where a figure goes, then write it with ``save_figure(fig, path)`` (which closes it). Nothing
@@ -527,10 +528,48 @@ def plot_training_curves(
         ax_v.set_ylim(min(finite) - 2, float(np.percentile(finite, 80)) + 5)
     ax_v.set(xlabel="step", ylabel="nats", title="validation bound at β = 1 (−ELBO or −IW bound)")
     ax_b.set(yscale="log", xlabel="step", ylabel="β", title="β (dotted: REWO's phase switch)")
-    ax_v.legend(fontsize=7)
-    ax_b.legend(fontsize=7)
+    for ax in (ax_v, ax_b):
+        if ax.get_legend_handles_labels()[1]:  # runs without a beta trace: no empty legend
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(_wrap(title, 0.95 * fig.get_figwidth(), 9), fontsize=9)
+    return fig
+
+
+def plot_paired_differences(
+    differences: Mapping[str, Sequence[tuple[str, float, float, float]]],
+    reference: str,
+    title: str = "",
+) -> Figure:
+    """Table 2's paired comparison: one line per model, its Δ NLL against ``reference`` on the
+    images both scored (> 0: worse than ``reference``), a point per seed at the mean with its
+    95 % interval as a bar, seeds side by side; 0 dashed.
+
+    ``differences``: model label -> ``[(seed label, mean, low, high), ...]`` in nats."""
+    seeds = sorted({seed for found in differences.values() for seed, *_ in found})
+    fig, ax = plt.subplots(
+        figsize=(7.0, 1.2 + 0.55 * max(1, len(differences))), layout="constrained"
+    )
+    offset = 0.6 / max(1, len(seeds))
+    for k, seed in enumerate(seeds):
+        y, mean, low, high = [], [], [], []
+        for i, found in enumerate(differences.values()):
+            for s, m, lo, hi in found:
+                if s == seed:
+                    y.append(i + (k - (len(seeds) - 1) / 2) * offset)
+                    mean.append(m)
+                    low.append(m - lo)
+                    high.append(hi - m)
+        ax.errorbar(mean, y, xerr=[low, high], fmt="o", ms=4, capsize=2, lw=1,
+                    label=f"seed {seed}")  # fmt: skip
+    ax.axvline(0.0, color="0.4", ls="--", lw=0.8)
+    ax.set_yticks(np.arange(len(differences)), list(differences))
+    ax.set_ylim(len(differences) - 0.5, -0.5)  # the first model on top
+    ax.set_xlabel(f"Δ NLL = NLL(model) − NLL({reference}), nats (95 % interval)")
+    if seeds:
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(_wrap(title, 0.95 * fig.get_figwidth(), 9), fontsize=9)
     return fig
 
 

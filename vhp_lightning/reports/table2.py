@@ -602,6 +602,38 @@ _EVERY_RUN: tuple[Column[dict[str, str]], ...] = (
 )
 
 
+def _protocols(rows: list[dict[str, str]]) -> dict[tuple[str, str, str, str], list[dict[str, str]]]:
+    """``rows`` by protocol: (nets, steps, S, images)."""
+    protocols: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        protocols.setdefault((r["nets"], r["steps"], r["samples"], r["images"]), []).append(r)
+    return protocols
+
+
+def paired_points(
+    rows: list[dict[str, str]], per_image: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]
+) -> dict[str, tuple[str, dict[str, list[tuple[str, float, float, float]]]]]:
+    """What ``plot_paired_differences`` draws, per figure: ``{slug: (title, {model label:
+    [(seed, mean, low, high), ...]})}``, one figure per protocol, dataset and source with at
+    least one paired difference (slug ``table2_<dataset>_<nets>_<steps>steps_<source>_paired``),
+    models in the paper's order. ``rows``: the rows the tables count (``current_rows``)."""
+    out: dict[str, tuple[str, dict[str, list[tuple[str, float, float, float]]]]] = {}
+    for group in _protocols(rows).values():
+        paired = _paired(group, per_image)
+        for r in sorted(group, key=lambda r: (_row_order(group).index(r["row"]), int(r["seed"]))):
+            if (d := paired[_key(r)]) is None:
+                continue
+            slug = f"table2_{r['dataset']}_{r['nets']}_{r['steps']}steps_{r['source']}_paired"
+            slug = slug.replace(" ", "_").replace("-", "_").lower()
+            title = (
+                f"{r['dataset']}, {r['nets']} nets, {r['steps']} steps, S = {r['samples']}, "
+                f"{r['images']} test images ({r['source']}): paired per image"
+            )
+            points = out.setdefault(slug, (title, {}))[1].setdefault(_label(r["row"]), [])
+            points.append((r["seed"], d["mean"], d["low"], d["high"]))
+    return out
+
+
 def table(
     rows: list[dict[str, str]],
     per_image: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] | None = None,
@@ -612,9 +644,7 @@ def table(
     per_image = per_image or {}
     columns = list(DATASETS.values())
     counted, superseded = current_rows(rows, set(per_image))
-    protocols: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
-    for r in counted:
-        protocols.setdefault((r["nets"], r["steps"], r["samples"], r["images"]), []).append(r)
+    protocols = _protocols(counted)
     lines = [
         "# Table 2: negative test log-likelihood in nats",
         "",
@@ -794,4 +824,11 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
     for row in rows:
         if (stored := curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}").is_file():
             per_image[_key(row)] = read_per_image(stored)
+    if figures_dir is not None:
+        from vhp_lightning.analysis.figures import plot_paired_differences, save_figure
+
+        counted, _ = current_rows(rows, set(per_image))
+        for slug, (title, points) in paired_points(counted, per_image).items():
+            fig = plot_paired_differences(points, _label(REFERENCE), title)
+            notes.append(f"figure {save_figure(fig, figures_dir / f'{slug}.png', dpi=90)}")
     return table(rows, per_image), notes
