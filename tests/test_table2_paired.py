@@ -35,6 +35,7 @@ from vhp_lightning.reports.table2 import (
     paired_difference,
     paired_points,
     row_id,
+    table,
 )
 from vhp_lightning.train import train
 
@@ -236,6 +237,10 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     deltas = [expected[s]["mean"] for s in (0, 1)]
     over_seeds = f"{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f} | 2 |"
     assert "### dynamic MNIST (train): over seeds" in text and over_seeds in text
+    assert (
+        "dynamic MNIST (train): **Resolved against VHP + REWO** (the paired 95 % interval "
+        "excludes 0, seed by seed): IWAE (L=1) worse on seeds 0, 1.\n"
+    ) in text  # the unpaired VampPrior is not named
     kept_files = {
         tuple(r[k] for k in KEY): read_per_image(tmp_path / "t2" / f"{row_id(r)}_{PER_IMAGE_FILE}")
         for r in rows
@@ -285,3 +290,24 @@ def test_a_rerun_of_an_unpaired_seed_is_counted_and_the_old_row_kept(tmp_path: P
     key = [tuple(r[k] for k in KEY) for r in rows]
     assert current_rows(rows, set()) == ([rows[1], rows[2]], {key[0]: "new/rewo0"})  # the last
     assert current_rows(rows, {key[0]}) == ([rows[0], rows[1]], {key[2]: "old/rewo0"})  # paired
+
+
+def test_the_table_says_on_which_seeds_a_difference_is_resolved_and_which_way() -> None:
+    rng = np.random.default_rng(3)
+    base = {"dataset": "dynamic MNIST", "nets": "mlp", "steps": "20000", "samples": "5000",
+            "images": "400", "source": "train", "objective": "", "nll_se": "0.5", "epochs": "40",
+            "final_beta": "", "switch_step": "", "wall_s": ""}  # fmt: skip
+    rows, per_image = [], {}
+    shift = {0: 0.5, 1: 0.0, 2: -0.5}  # IWAE vs REWO: worse, a tie, better
+    for seed, delta in shift.items():
+        ref = -(90.0 + rng.normal(0.0, 5.0, 400))
+        for row, log_px in (("vhp_rewo", ref), ("iwae", ref - delta - rng.normal(0, 0.1, 400))):
+            r = {**base, "row": row, "seed": str(seed), "run": f"{row}{seed}"}
+            r["nll"] = str(-log_px.mean())
+            rows.append(r)
+            per_image[tuple(r[k] for k in KEY)] = (np.arange(400), log_px)
+    text = table(rows, per_image)
+    assert (
+        "(the paired 95 % interval excludes 0, seed by seed): IWAE (L=1) worse on seed 0, "
+        "not resolved on seed 1, better on seed 2.\n"
+    ) in text

@@ -570,16 +570,51 @@ def _paired_lines(
         ]
     for dataset, source in sorted({(d, s) for d, _, s in sets}, key=lambda k: columns.index(k[0])):
         rows = [r for r in group if (r["dataset"], r["source"]) == (dataset, source)]
-        if len({r["seed"] for r in rows}) < 2:
-            continue
         keys = [key for key in order if any(r["row"] == key for r in rows)]
-        lines += [
-            "",
-            f"### {dataset} ({source}): over seeds",
-            "",
-            *markdown_table(_over_seeds_columns(rows, paired), keys),
-        ]
+        if len({r["seed"] for r in rows}) > 1:
+            lines += [
+                "",
+                f"### {dataset} ({source}): over seeds",
+                "",
+                *markdown_table(_over_seeds_columns(rows, paired), keys),
+            ]
+        if summary := _resolved_summary(rows, paired, keys):
+            lines += ["", f"{dataset} ({source}): {summary}"]
     return lines
+
+
+_VERDICT_WORDS = {"yes: worse": "worse", "yes: better": "better", "no": "not resolved"}
+
+
+def _resolved_summary(
+    rows: list[dict[str, str]],
+    paired: dict[tuple[str, ...], dict[str, Any] | None],
+    keys: list[str],
+) -> str:
+    """One sentence: per model (``keys``' order), on which seeds its paired difference against
+    VHP + REWO is resolved, and which way; "" when nothing of ``rows`` is paired."""
+    said = []
+    for key in keys:
+        found = sorted(
+            (int(r["seed"]), d)
+            for r in rows
+            if r["row"] == key and key != REFERENCE and (d := paired[_key(r)]) is not None
+        )
+        by_verdict: dict[str, list[str]] = {}
+        for seed, d in found:
+            by_verdict.setdefault(_VERDICT_WORDS[_verdict(d)], []).append(str(seed))
+        if by_verdict:
+            seeds = ", ".join(
+                f"{verdict} on seed{'s' if len(s) > 1 else ''} {', '.join(s)}"
+                for verdict, s in by_verdict.items()
+            )
+            said.append(f"{_label(key)} {seeds}")
+    if not said:
+        return ""
+    return (
+        f"**Resolved against {_label(REFERENCE)}** (the paired 95 % interval excludes 0, seed by "
+        f"seed): {'; '.join(said)}."
+    )
 
 
 # The table of every run: a line per CSV row.
