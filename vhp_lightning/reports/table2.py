@@ -384,6 +384,11 @@ def _setting(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in SETTING)
 
 
+def _seed(row: dict[str, Any]) -> int:
+    """A row's seed for sorting (an evaluate row whose run dir is gone has none: 0)."""
+    return int(row.get("seed") or 0)
+
+
 def keep_per_image(source: Path, path: Path, row: dict[str, str] | None) -> str:
     """Copy a run's ``nll_per_image.csv`` to ``path`` (beside the CSV) if it is the file of
     ``row`` (the CSV's row of that run): as many images, and -mean(log p(x)) equal to the row's
@@ -595,14 +600,10 @@ def _resolved_summary(
     VHP + REWO is resolved, and which way; "" when nothing of ``rows`` is paired."""
     said = []
     for key in keys:
-        found = sorted(
-            (int(r["seed"]), d)
-            for r in rows
-            if r["row"] == key and key != REFERENCE and (d := paired[_key(r)]) is not None
-        )
         by_verdict: dict[str, list[str]] = {}
-        for seed, d in found:
-            by_verdict.setdefault(_VERDICT_WORDS[_verdict(d)], []).append(str(seed))
+        for r in sorted((r for r in rows if r["row"] == key), key=_seed):
+            if (d := paired[_key(r)]) is not None:
+                by_verdict.setdefault(_VERDICT_WORDS[_verdict(d)], []).append(r["seed"] or "?")
         if by_verdict:
             seeds = ", ".join(
                 f"{verdict} on seed{'s' if len(s) > 1 else ''} {', '.join(s)}"
@@ -655,7 +656,7 @@ def paired_points(
     out: dict[str, tuple[str, dict[str, list[tuple[str, float, float, float]]]]] = {}
     for group in _protocols(rows).values():
         paired = _paired(group, per_image)
-        for r in sorted(group, key=lambda r: (_row_order(group).index(r["row"]), int(r["seed"]))):
+        for r in sorted(group, key=lambda r: (_row_order(group).index(r["row"]), _seed(r))):
             if (d := paired[_key(r)]) is None:
                 continue
             slug = f"table2_{r['dataset']}_{r['nets']}_{r['steps']}steps_{r['source']}_paired"
