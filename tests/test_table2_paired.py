@@ -234,6 +234,9 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
             "yes: worse |"
         ) in text
     assert "| VampPrior | 12.00 ± " in text and "| unpaired | — | — | — |" in text
+    iwae_nll = [expected[s]["mean"] - float(np.mean(ref[s])) for s in (0, 1)]  # -mean log p(x)
+    cell = f"{np.mean(iwae_nll):.2f} ± {np.std(iwae_nll, ddof=1):.2f} (2 seeds)"
+    assert f"| IWAE (L=1) | β = 1 | 81.36 | {cell} |" in text  # mean ± std over seeds, said
     deltas = [expected[s]["mean"] for s in (0, 1)]
     over_seeds = f"{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f} | 2 |"
     assert "### dynamic MNIST (train): over seeds" in text and over_seeds in text

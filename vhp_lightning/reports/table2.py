@@ -413,11 +413,11 @@ def keep_per_image(source: Path, path: Path, row: dict[str, str] | None) -> str:
 
 # --- the table ------------------------------------------------------------------------------
 def _cell(group: list[dict[str, str]]) -> str:
-    """Our NLL of one (setting, dataset): the mean over seeds, ``± s.e.`` over images (one seed)
-    or ``± std`` over seeds (several)."""
+    """Our NLL of one (setting, dataset): ``± s.e.`` over images (one seed), or the mean ``± std``
+    over seeds followed by their number (several: ``88.04 ± 0.12 (3 seeds)``)."""
     nll = floats(group, "nll")
     if len(nll) > 1:
-        return mean_std(nll, 2)
+        return f"{mean_std(nll, 2)} ({len(nll)} seeds)"
     se = floats(group, "nll_se")
     return f"{nll[0]:.2f}" + (f" ± {se[0]:.2f}" if se else "")
 
@@ -687,7 +687,7 @@ def table(
         "Built by `python -m vhp_lightning.report table2` from every row of `results/table2.csv` "
         "(one row per finished run). The paper: gated-conv nets, S = 5000 importance samples, "
         "the full test set. Ours: one table per protocol; a cell is one run ± the standard "
-        "error over the test images, or the mean ± std over seeds.",
+        "error over the test images, or the mean ± std over seeds (their number said).",
         "",
         f"Paired: Δ NLL = NLL(model) − NLL({_label(REFERENCE)}) on each test image both runs "
         "scored (same dataset, seed and source), averaged: > 0 means the model is worse than "
