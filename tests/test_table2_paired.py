@@ -35,6 +35,7 @@ from vhp_lightning.reports.table2 import (
     paired_difference,
     paired_points,
     row_id,
+    seed_interval,
     table,
 )
 from vhp_lightning.train import train
@@ -240,6 +241,9 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     deltas = [expected[s]["mean"] for s in (0, 1)]
     over_seeds = f"{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f} | 2 |"
     assert "### dynamic MNIST (train): over seeds" in text and over_seeds in text
+    over = seed_interval(deltas)
+    assert over is not None and over["resolved"]
+    assert f"{over_seeds} [{over['low']:+.2f}, {over['high']:+.2f}] | yes: worse |" in text
     assert (
         "dynamic MNIST (train): **Resolved against VHP + REWO** (the paired 95 % interval "
         "excludes 0, seed by seed): IWAE (L=1) worse on seeds 0, 1.\n"
@@ -314,3 +318,19 @@ def test_the_table_says_on_which_seeds_a_difference_is_resolved_and_which_way() 
         "(the paired 95 % interval excludes 0, seed by seed): IWAE (L=1) worse on seed 0, "
         "not resolved on seed 1, better on seed 2.\n"
     ) in text
+
+
+def test_the_interval_over_seeds_is_students_t_with_n_minus_1_degrees_of_freedom() -> None:
+    d = seed_interval([1.0, 2.0, 3.0])  # mean 2, std 1, n 3: t(0.975, 2) = 4.3027
+    half = 4.302652729749462 / math.sqrt(3)
+    assert d is not None and (d["mean"], d["std"], d["n"]) == (2.0, 1.0, 3)
+    assert (d["low"], d["high"]) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-12)
+    assert not d["resolved"]  # 2 - 2.48 < 0: three seeds this far apart do not resolve it
+    two = seed_interval([2.06, 2.26])  # t(0.975, 1) = 12.706: two seeds need a tight pair
+    assert (
+        two is not None
+        and two["resolved"]
+        and two["low"]
+        == pytest.approx(2.16 - 12.706204736174707 * math.sqrt(0.02) / math.sqrt(2), abs=1e-9)
+    )
+    assert seed_interval([0.8]) is None and seed_interval([]) is None  # no spread from one seed

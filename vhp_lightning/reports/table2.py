@@ -21,13 +21,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
+from scipy.stats import t as student_t
 
 from vhp_lightning.analysis.nll import PER_IMAGE_FILE, read_per_image
 from vhp_lightning.io.instantiate import current_target
@@ -342,6 +343,22 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     }
 
 
+def seed_interval(deltas: Sequence[float], level: float = 0.95) -> dict[str, Any] | None:
+    """The interval of the mean of per-seed paired differences (one value a seed, ``(n,)``):
+    ``mean``, ``std`` (ddof 1), ``low``, ``high`` = mean -+ t_{n-1} std / sqrt(n), Student's t
+    with n - 1 degrees of freedom at ``level`` (two-sided), ``resolved`` = it excludes 0, ``n``.
+    None for fewer than 2 seeds (no spread). This is the training noise between seeds, which
+    ``paired_difference`` (one seed, the images' noise) does not see."""
+    values = np.asarray(deltas, dtype=np.float64)
+    if values.ndim != 1 or len(values) < 2:
+        return None
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    half = float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * std / math.sqrt(len(values))
+    low, high = mean - half, mean + half
+    return {"mean": mean, "std": std, "low": low, "high": high, "n": len(values),
+            "resolved": bool(low > 0 or high < 0)}  # fmt: skip
+
+
 def row_id(row: dict[str, Any]) -> str:
     """The file name stem of one CSV row's per-image values: its group, row, source, S, images
     and run (two runs of one setting keep two files), e.g.
@@ -542,12 +559,24 @@ def _over_seeds_columns(
             return "reference"
         return mean_std(found, 2) if (found := deltas(key)) else "unpaired"
 
+    def interval(text: Callable[[dict[str, Any]], str]) -> Callable[[str], str]:
+        def cell(key: str) -> str:
+            found = seed_interval(deltas(key))
+            return "—" if found is None else text(found)
+
+        return cell
+
     return [
         Column("model", _label),
         Column("seeds", lambda key: str(len(runs(key)))),
         Column("NLL: mean ± std over seeds", lambda key: mean_std(floats(runs(key), "nll"), 2)),
         Column("Δ NLL: mean ± std over seeds", delta),
         Column("seeds paired", lambda key: "—" if key == REFERENCE else str(len(deltas(key)))),
+        Column(
+            "95 % interval over seeds (t)",
+            interval(lambda d: f"[{d['low']:+.2f}, {d['high']:+.2f}]"),
+        ),  # fmt: skip
+        Column("resolved over seeds", interval(_verdict)),
     ]
 
 
@@ -694,7 +723,9 @@ def table(
         f"{_label(REFERENCE)}. ± is the standard error of that mean (std of the per-image Δ / "
         "√n), the interval mean ± 1.96 s.e. (95 %, normal approximation), and *resolved* says "
         "the interval excludes 0. A row without per-image values (older runs) is *unpaired*. "
-        "Over seeds: mean ± std over the seeds of the NLL and of the per-seed mean Δ.",
+        "Over seeds: mean ± std over the seeds of the NLL and of the per-seed mean Δ; the "
+        "interval over seeds is mean Δ ± t(n − 1) · std / √n (Student's t, 95 %, n paired "
+        "seeds): the training noise between seeds, which a single seed's interval does not see.",
         "",
         "A setting run twice (same model, dataset, seed and protocol; another run dir) keeps "
         "both rows in the CSV; the tables count one, the last with per-image values (else the "
