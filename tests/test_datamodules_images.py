@@ -249,6 +249,12 @@ def test_static_mnist(tmp_path: Path) -> None:
     with np.load(tmp_path / "binarized_mnist" / "binarized_mnist.npz") as npz:
         train = torch.from_numpy(npz["train"]).float().view(-1, 1, 28, 28)
     assert torch.equal(dm.splits["train"][4][0], train[4])  # fixed: exactly the stored image
+    with np.load(tmp_path / "binarized_mnist" / "binarized_mnist.npz") as npz:
+        test = torch.from_numpy(npz["test"]).float().view(-1, 1, 28, 28)
+    order = np.random.default_rng(0).permutation(10)  # the file's test split is class-ordered:
+    assert order.tolist() != list(range(10))  # served in one fixed shuffled order
+    served = torch.stack([dm.splits["test"][i][0] for i in range(10)])
+    assert torch.equal(served, test[torch.from_numpy(order)])
     assert torch.equal(dm.splits["train"][4][0], dm.splits["train"][4][0])
     with pytest.raises(ChecksumError, match=r"binarized_mnist.npz\['train'\]"):
         StaticMNISTDataModule(str(tmp_path)).setup()  # the real per-array md5s
