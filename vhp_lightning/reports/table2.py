@@ -688,8 +688,9 @@ def paired_points(
         for r in sorted(group, key=lambda r: (_row_order(group).index(r["row"]), _seed(r))):
             if (d := paired[_key(r)]) is None:
                 continue
-            slug = f"table2_{r['dataset']}_{r['nets']}_{r['steps']}steps_{r['source']}_paired"
-            slug = slug.replace(" ", "_").replace("-", "_").lower()
+            slug = _slug(
+                f"table2_{r['dataset']}_{r['nets']}_{r['steps']}steps_{r['source']}_paired"
+            )
             title = (
                 f"{r['dataset']}, {r['nets']} nets, {r['steps']} steps, S = {r['samples']}, "
                 f"{r['images']} test images ({r['source']}): paired per image"
@@ -778,8 +779,12 @@ TRACE_EVERY = 50  # keep every 50th step of the beta trace (and every change of 
 
 def group_slug(row: dict[str, Any]) -> str:
     """``table2_<dataset>_<nets>_<steps>steps_seed<seed>``: one figure per such group."""
-    slug = f"table2_{row['dataset']}_{row['nets']}_{row['steps']}steps_seed{row['seed']}"
-    return slug.replace(" ", "_").replace("-", "_").lower()
+    return _slug(f"table2_{row['dataset']}_{row['nets']}_{row['steps']}steps_seed{row['seed']}")
+
+
+def _slug(text: str) -> str:
+    """A file name stem: spaces and dashes to ``_``, lower case."""
+    return text.replace(" ", "_").replace("-", "_").lower()
 
 
 def validation_curve(job: Path) -> tuple[np.ndarray, np.ndarray]:
