@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/run_all.py [--quick] [--out bench/RESULTS.md] [--t
 About ten minutes on two shared CPU cores (``--quick``: a smoke run of a minute or two).
 
 Sections, one markdown table each: training throughput and peak RSS (``bench_throughput.py``),
-NLL evaluation throughput (``bench_nll.py``, skipped with a note if absent), graph building
+NLL evaluation throughput (``bench_nll.py``, skipped with a note if absent), the VampPrior's
+mixture density in its two forms (``bench_mixture.py``), graph building
 (``bench_graph.py``), then the gaps (``bench_gaps.py``): the speed targets judged on the rows of
 the sections before, each met or its gap with the profile that explains it. The header names
 the machine, the command, the date and the load average before and after, since absolute numbers
@@ -34,7 +35,7 @@ import bench_gaps  # noqa: E402
 import bench_throughput  # noqa: E402
 from bench_gaps import TARGETS  # noqa: E402
 
-SECTIONS = ("throughput", "nll", "graph", "gaps")
+SECTIONS = ("throughput", "nll", "mixture", "graph", "gaps")
 Results = dict[str, list[dict[str, Any]]]  # a section's rows, for the gaps section
 
 
@@ -198,6 +199,25 @@ def nll_section(args: argparse.Namespace, results: Results) -> str:
     return "\n".join([*head, f"`bench/bench_nll.py {shlex.join(argv)}`", "", body.strip()])
 
 
+def mixture_section(args: argparse.Namespace, results: Results) -> str:
+    import bench_mixture
+
+    argv = ["--threads", str(args.threads), *(["--quick"] if args.quick else [])]
+    rows = results["mixture"] = bench_mixture.main(argv)
+    return "\n".join(
+        [
+            "## VampPrior mixture density: elementwise against matmuls",
+            "",
+            f"`bench/bench_mixture.py {shlex.join(argv)}`: `mixture_log_prob` (training) and"
+            " `mixture_log_prob_expanded` (inside `VampPrior.log_likelihood`, since 2026-12-07),"
+            " alternating, median CPU seconds; the difference to a float64 elementwise reference"
+            " (kernel rows) and between the two NLLs (end-to-end row).",
+            "",
+            bench_mixture.markdown(rows),
+        ]
+    )
+
+
 def graph_section(args: argparse.Namespace, results: Results) -> str:
     import bench_graph
     from threadpoolctl import threadpool_limits
@@ -245,6 +265,7 @@ def gaps_section(args: argparse.Namespace, results: Results) -> str:
 RUNNERS = {
     "throughput": throughput_section,
     "nll": nll_section,
+    "mixture": mixture_section,
     "graph": graph_section,
     "gaps": gaps_section,
 }

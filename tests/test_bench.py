@@ -66,6 +66,10 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     assert len(rows) == len(loops) + 1  # + the `import torch` floor
     assert all(line.count("|") == header.count("|") for line in rows)
     assert "| latent dim | nodes | neighbours | build graph (ms) |" in text
+    assert "| what | form | CPU seconds (median) | old / new | largest difference (nats) |" in text
+    kernel = [line.split("|") for line in text.splitlines() if line.startswith("| mixture, 2000")]
+    assert [c[2].strip() for c in kernel] == ["elementwise (float32)", "expanded (float64 matmuls)"]
+    assert kernel[1][4].strip().endswith("x") and float(kernel[1][5]) < 1e-4  # ratio; vs float64
     assert "ours / plain = **" in text
     assert "of the sgemm peak" in text and "(target >= 75 %)" in text  # the step-cost target
     gaps = text.split("## Where the time and memory go (the gaps)")[1]

@@ -330,6 +330,61 @@ def test_vampprior_log_likelihood_encodes_the_pseudo_inputs_once():
     torch.testing.assert_close(ll, super(VampPrior, model).log_likelihood(x, 40, 10))
 
 
+def test_mixture_log_prob_expanded_matches_the_elementwise_form():
+    """The matmul form of the VampPrior's mixture density equals the elementwise form evaluated in
+    float64 (far components and small variances included) and is no further from it than the
+    float32 elementwise form; shapes and dtype as ``mixture_log_prob``; chunking changes nothing."""
+    from vhp_lightning.models.vampprior import mixture_log_prob, mixture_log_prob_expanded
+
+    torch.manual_seed(0)
+    z = 1.5 * torch.randn(300, 6)
+    means, logvars = torch.randn(40, 6), 1.5 * torch.randn(40, 6) - 1.0
+    means[0] += 25.0  # a component no row is near
+    ref = mixture_log_prob(z.double(), means.double(), logvars.double())
+    fast = mixture_log_prob_expanded(z, means, logvars)
+    assert fast.shape == (300,) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast.double(), ref, rtol=1e-6, atol=1e-5)
+    slow_err = (mixture_log_prob(z, means, logvars).double() - ref).abs().max()
+    assert (fast.double() - ref).abs().max() <= slow_err + 1e-6
+    chunked = mixture_log_prob_expanded(z, means, logvars, max_elements=means.numel() * 7)
+    torch.testing.assert_close(chunked, fast, rtol=0, atol=1e-5)
+    # one component, one row: log N(z; mu, diag(s)) in closed form
+    z1, mu1, lv1 = (
+        torch.tensor([[1.0, -2.0]]),
+        torch.tensor([[0.5, 0.0]]),
+        torch.tensor([[0.0, 1.0]]),
+    )
+    closed = -0.5 * (2 * math.log(2 * math.pi) + 1.0 + 0.25 + 4.0 / math.e)
+    torch.testing.assert_close(mixture_log_prob_expanded(z1, mu1, lv1), torch.tensor([closed]))
+
+
+def test_vampprior_log_prior_uses_the_matmul_form_only_inside_log_likelihood(monkeypatch):
+    """Training and validation keep the elementwise ``mixture_log_prob`` (their numbers do not
+    change); ``log_likelihood`` (no gradients, components encoded once) uses the expanded one."""
+    from vhp_lightning.models import vampprior
+
+    calls = []
+
+    def counted(name):
+        real = getattr(vampprior, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("mixture_log_prob", "mixture_log_prob_expanded"):
+        monkeypatch.setattr(vampprior, name, counted(name))
+    torch.manual_seed(0)
+    model, x = make_model("vampprior"), tiny_batch()
+    model.loss(x, beta=1.0)["loss"].backward()
+    assert set(calls) == {"mixture_log_prob"}
+    calls.clear()
+    model.log_likelihood(x, n_samples=20, chunk_size=10)
+    assert set(calls) == {"mixture_log_prob_expanded"}
+
+
 # --- the configs ----------------------------------------------------------------------------
 CONFIGS = [f"{m},gated" for m in ("vae", "iwae", "iwae_l2", "vampprior", "vhp")] + ["vhp,conv64"]
 
