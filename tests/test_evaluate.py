@@ -372,7 +372,7 @@ def test_table2_report_appends_rows_and_puts_ours_beside_the_paper(tmp_path: Pat
     figure = figures / "table2_dynamic_mnist_mlp_8steps_seed1.png"
     assert figure.stat().st_size > 10_000
     # the run's curves are kept beside the CSV: every 50th step, each phase change, the last step
-    curves = tmp_path / "t2" / "table2_dynamic_mnist_mlp_8steps_seed1_vhp_rewo.csv"
+    curves = tmp_path / "t2" / "table2_dynamic_mnist_mlp_8steps_seed1_vhp_rewo_sweep-0.csv"
     kept = [
         (r["step"], float(r["beta"]), r["train_prior"], r["val_loss"]) for r in read_csv(curves)
     ]

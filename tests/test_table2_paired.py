@@ -175,9 +175,17 @@ MODELS = {  # +table2=<row> -> (model, scheme) _target_s
 }  # fmt: skip
 
 
-def _fake_run(job: Path, row: str, seed: int, log_px: np.ndarray, nll: float | None = None) -> None:
+def _fake_run(
+    job: Path,
+    row: str,
+    seed: int,
+    log_px: np.ndarray,
+    nll: float | None = None,
+    val_loss: float = 95.5,
+) -> None:
     """A finished ``experiment=table2 +table2=<row>`` run dir on dynamic MNIST with its
-    per-image file; ``nll`` (default: -mean(log_px)) is what its CSV log says."""
+    per-image file; ``nll`` (default: -mean(log_px)) is what its CSV log says, ``val_loss`` its
+    one validation point (step 7)."""
     model, scheme = MODELS[row]
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(
@@ -192,7 +200,7 @@ def _fake_run(job: Path, row: str, seed: int, log_px: np.ndarray, nll: float | N
     (job / "csv").mkdir()
     (job / "csv" / "metrics.csv").write_text(
         "epoch,step,val/loss,test/nll,test/nll_se,test/nll_images\n"
-        "0,3,,,,\n1,7,95.5,,,\n"
+        f"0,3,,,,\n1,7,{val_loss},,,\n"
         f"1,8,,{nll!r},{se!r},{float(len(log_px))}\n"
     )
     write_per_image(job / PER_IMAGE_FILE, np.arange(len(log_px)), log_px)
@@ -297,6 +305,51 @@ def test_a_rerun_of_an_unpaired_seed_is_counted_and_the_old_row_kept(tmp_path: P
     key = [tuple(r[k] for k in KEY) for r in rows]
     assert current_rows(rows, set()) == ([rows[1], rows[2]], {key[0]: "new/rewo0"})  # the last
     assert current_rows(rows, {key[0]}) == ([rows[0], rows[1]], {key[2]: "old/rewo0"})  # paired
+
+
+def test_an_invalid_row_is_kept_shown_with_its_reason_and_never_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row whose ``invalid`` cell gives a reason (written by hand into the CSV) stays in the CSV
+    and in *Every run*, but no table, figure or "superseded" note counts it, even as the last
+    paired run of its setting; a later report keeps the mark. Each run keeps its own curves,
+    and the figure draws the counted run's."""
+    from vhp_lightning.reports import table2 as table2_module
+
+    rng = np.random.default_rng(4)
+    log_px = {name: -(90.0 + rng.normal(0.0, 5.0, 50)) for name in ("old", "new")}
+    csv_path, md, figures = tmp_path / "t2.csv", tmp_path / "t2.md", tmp_path / "figures"
+    for name, val_loss in (("old", 95.5), ("new", 91.25)):
+        _fake_run(tmp_path / name / "rewo0", "vhp_rewo", 0, log_px[name], val_loss=val_loss)
+        report_main(["table2", str(tmp_path / name), "--out", str(md), "--csv", str(csv_path)])
+    rows = read_csv(csv_path)
+    assert [r["run"] for r in rows] == ["old/rewo0", "new/rewo0"] and rows[1]["invalid"] == ""
+    curves = {
+        name: tmp_path / "t2" / f"table2_dynamic_mnist_mlp_8steps_seed0_vhp_rewo_{name}-rewo0.csv"
+        for name in ("old", "new")
+    }
+    assert [r["val_loss"] for r in read_csv(curves["old"])][-1] == "95.5"
+    assert [r["val_loss"] for r in read_csv(curves["new"])][-1] == "91.25"
+    reason = "scored on the first 2 000 test images, which are 0s and 1s only"
+    text = csv_path.read_text().splitlines()
+    assert text[0].endswith(",run,invalid") and text[2].endswith(",new/rewo0,")
+    csv_path.write_text("\n".join([*text[:2], f'{text[2]}"{reason}"']) + "\n")
+    drawn = []
+    monkeypatch.setattr(table2_module, "plot_curves", lambda curves, *a: drawn.append(curves))
+    report_main(["table2", "--out", str(md), "--csv", str(csv_path), "--figures", str(figures)])
+    table_text = md.read_text()
+    old_nll, new_nll = -log_px["old"].mean(), -log_px["new"].mean()
+    assert f"| VHP + REWO | REWO | 78.88 | {old_nll:.2f} ± " in table_text
+    assert f"| {new_nll:.2f} |" in table_text and f"| **no, invalid**: {reason} |" in table_text
+    assert "superseded" not in table_text.split("## Every run")[1]  # the old row: yes
+    assert drawn == [{"vhp_rewo": curves["old"]}]
+    _fake_run(tmp_path / "more" / "iwae0", "iwae", 0, log_px["old"] - 1.0)
+    report_main(["table2", str(tmp_path / "more"), "--out", str(md), "--csv", str(csv_path)])
+    rows = read_csv(csv_path)
+    assert [r["invalid"] for r in rows] == ["", reason, ""]  # appending keeps the mark
+    key = [tuple(r[k] for k in KEY) for r in rows]
+    assert current_rows(rows, set(key)) == ([rows[0], rows[2]], {})
+    assert current_rows([rows[1]], {key[1]}) == ([], {})  # an invalid row alone: nothing counted
 
 
 def test_the_table_says_on_which_seeds_a_difference_is_resolved_and_which_way() -> None:

@@ -79,7 +79,11 @@ COLUMNS = (
     "images",
     "source",
     "run",
+    "invalid",
 )
+# ``invalid``: empty for a valid row; otherwise why the row must not be counted (written by hand
+# into the committed CSV, never by the report: e.g. a run scored on a biased subset of the test
+# set). Such a row stays in the CSV and in *Every run*, and no table or figure counts it.
 # One CSV row per finished run: a rerun of the same setting (another run dir) is a row of its
 # own, never an overwrite; ``current_rows`` picks the one a table counts.
 KEY = ("row", "dataset", "nets", "seed", "steps", "samples", "images", "source", "run")
@@ -365,8 +369,13 @@ def row_id(row: dict[str, Any]) -> str:
     ``table2_dynamic_mnist_mlp_20000steps_seed0_vhp_rewo_train_s5000_n2000_mnist-vhp_rewo_s0``."""
     return (
         f"{group_slug(row)}_{row['row']}_{row['source']}_s{row['samples']}_n{row['images']}"
-        f"_{row['run'].replace('/', '-')}"
+        f"_{_run_slug(row)}"
     ).replace(" ", "_")
+
+
+def _run_slug(row: dict[str, Any]) -> str:
+    """A row's run as part of a file name: ``mnist/vhp_rewo_s0`` -> ``mnist-vhp_rewo_s0``."""
+    return row["run"].replace("/", "-")
 
 
 def current_rows(
@@ -374,16 +383,23 @@ def current_rows(
 ) -> tuple[list[dict[str, str]], dict[tuple[str, ...], str]]:
     """The rows a table counts: one per setting (``SETTING``: row, dataset, nets, seed, steps,
     S, images, source), the last in CSV order among those whose ``KEY`` is in ``paired`` (their
-    per-image values are stored), else the last. Returns them in CSV order and, by ``KEY``, the
-    run that replaces each row left out: an older unpaired run of a seed is kept in the CSV and
-    shown as superseded, never averaged with its rerun as if it were another seed."""
+    per-image values are stored), else the last; a row marked ``invalid`` never. Returns them in
+    CSV order and, by ``KEY``, the run that replaces each valid row left out: an older unpaired
+    run of a seed is kept in the CSV and shown as superseded, never averaged with its rerun as if
+    it were another seed."""
     chosen: dict[tuple[str, ...], dict[str, str]] = {}
     for r in rows:
+        if r.get("invalid"):
+            continue
         old = chosen.get(_setting(r))
         if old is None or _key(r) in paired or _key(old) not in paired:
             chosen[_setting(r)] = r
     kept = {id(r) for r in chosen.values()}
-    superseded = {_key(r): chosen[_setting(r)]["run"] for r in rows if id(r) not in kept}
+    superseded = {
+        _key(r): chosen[_setting(r)]["run"]
+        for r in rows
+        if id(r) not in kept and not r.get("invalid")
+    }
     return [r for r in rows if id(r) in kept], superseded
 
 
@@ -667,6 +683,15 @@ _EVERY_RUN: tuple[Column[dict[str, str]], ...] = (
 )
 
 
+def _counted(row: dict[str, str], superseded: dict[tuple[str, ...], str]) -> str:
+    """*Every run*'s ``counted`` cell: yes, superseded by a rerun, or not valid and why."""
+    if row.get("invalid"):
+        return f"**no, invalid**: {row['invalid']}"
+    if (key := _key(row)) in superseded:
+        return f"superseded by {superseded[key]}"
+    return "yes"
+
+
 def _protocols(rows: list[dict[str, str]]) -> dict[tuple[str, str, str, str], list[dict[str, str]]]:
     """``rows`` by protocol: (nets, steps, S, images)."""
     protocols: dict[tuple[str, str, str, str], list[dict[str, str]]] = {}
@@ -730,7 +755,8 @@ def table(
         "",
         "A setting run twice (same model, dataset, seed and protocol; another run dir) keeps "
         "both rows in the CSV; the tables count one, the last with per-image values (else the "
-        "last), and *Every run* names the run that superseded the other.",
+        "last), and *Every run* names the run that superseded the other. A row whose `invalid` "
+        "column gives a reason is never counted; *Every run* shows it with the reason.",
     ]
     order = _row_order(rows)
 
@@ -756,12 +782,7 @@ def table(
         *markdown_table(
             [
                 *_EVERY_RUN,
-                Column(
-                    "counted",
-                    lambda r: (
-                        f"superseded by {superseded[k]}" if (k := _key(r)) in superseded else "yes"
-                    ),
-                ),
+                Column("counted", lambda r: _counted(r, superseded)),
             ],
             every_run,
         ),
@@ -775,6 +796,12 @@ def table(
 # --- the curves, kept beside the CSV, and the figure drawn from them ------------------------------
 TRACE_COLUMNS = ("step", "val_loss", "beta", "c_hat", "train_prior")
 TRACE_EVERY = 50  # keep every 50th step of the beta trace (and every change of phase)
+
+
+def curve_path(curves_dir: Path, row: dict[str, Any]) -> Path:
+    """Where a training row's curves are kept: one file per run, e.g.
+    ``table2_dynamic_mnist_mlp_20000steps_seed0_vhp_rewo_mnist_rerun-vhp_rewo_s0.csv``."""
+    return curves_dir / f"{group_slug(row)}_{row['row']}_{_run_slug(row)}.csv"
 
 
 def group_slug(row: dict[str, Any]) -> str:
@@ -872,18 +899,23 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
     by_key = {_key(r): r for r in rows}
     curves_dir = csv_path.with_suffix("")
     for job, row in pairs:
-        curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
+        curve_csv = curve_path(curves_dir, row)
         if row["source"] == "train" and not curve_csv.is_file():
             write_curves(job, curve_csv)
             notes.append(f"curves {curve_csv}")
         copy, source = curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}", job / PER_IMAGE_FILE
         if source.is_file() and not copy.is_file():
             notes.append(keep_per_image(source, copy, by_key.get(_key(row))))
+    per_image = {}
+    for row in rows:
+        if (stored := curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}").is_file():
+            per_image[_key(row)] = read_per_image(stored)
+    counted, _ = current_rows(rows, set(per_image))
     if figures_dir is not None:
         groups: dict[str, dict[str, Path]] = {}
         titles: dict[str, str] = {}
-        for row in rows:
-            curve_csv = curves_dir / f"{group_slug(row)}_{row['row']}.csv"
+        for row in counted:
+            curve_csv = curve_path(curves_dir, row)
             if row["source"] == "train" and curve_csv.is_file():
                 groups.setdefault(group_slug(row), {})[row["row"]] = curve_csv
                 what = (row["dataset"], row["nets"], row["steps"], row["seed"])
@@ -892,14 +924,9 @@ def report(paths: list[Path], csv_path: Path, figures_dir: Path | None) -> tuple
             curves = {k: curves[k] for k in _row_order(rows) if k in curves}
             plot_curves(curves, figures_dir / f"{slug}.png", titles[slug])
             notes.append(f"figure {figures_dir}/{slug}.png")
-    per_image = {}
-    for row in rows:
-        if (stored := curves_dir / f"{row_id(row)}_{PER_IMAGE_FILE}").is_file():
-            per_image[_key(row)] = read_per_image(stored)
     if figures_dir is not None:
         from vhp_lightning.analysis.figures import plot_paired_differences, save_figure
 
-        counted, _ = current_rows(rows, set(per_image))
         for slug, (title, points) in paired_points(counted, per_image).items():
             fig = plot_paired_differences(points, _label(REFERENCE), title)
             notes.append(f"figure {save_figure(fig, figures_dir / f'{slug}.png', dpi=90)}")
