@@ -13,7 +13,11 @@ phase (Alg. 1: the initial phase trains the encoder/decoder only, the main phase
 It is redrawn in place at most every ``refresh_seconds`` on a terminal; in a log file (CI, a
 cluster job: stdout is not a TTY) it prints a full line whenever ``log_every_seconds`` or
 ``log_every_percent`` of the run have passed since the last one, and a last line at the end.
-Between refreshes a step costs one clock read.
+Between refreshes a step costs one clock read. The end-of-run importance-sampled ``test/nll``
+(minutes to hours: S = 5000 samples per image) prints, in a log, at most every
+``log_every_seconds``::
+
+    test/nll 400/2 000 images (20%) · 4:10 elapsed · 16:40 left
 
 ``PartsSummary`` replaces Lightning's model-summary table (which lists the test metric as a
 module and prints ``Total FLOPs: 0``) with one line of parameter counts per part of the model.
@@ -161,6 +165,8 @@ class StepProgress(ProgressBar):
         self._had_initial_phase = False
         self._line = ""  # the current training line (a TTY redraws it after evaluation)
         self._drawn = False  # a TTY line is on screen without its newline
+        self._test_t0 = self._last_test_line = 0.0  # without a TTY: test/nll lines (testing)
+        self._last_test_done = 0
 
     # --- ProgressBar interface ------------------------------------------------------------------
     def enable(self) -> None:
@@ -250,12 +256,43 @@ class StepProgress(ProgressBar):
         dataloader_idx: int = 0,
     ) -> None:
         self._eval_batch("testing", trainer, batch_idx, trainer.num_test_batches)
+        now = time.monotonic()
+        if self._tty or not self._enabled or now - self._last_test_line < self.log_every_seconds:
+            return
+        progress = getattr(pl_module, "nll_progress", None)
+        line = self._nll_line(pl_module, now)
+        done = progress[0] if progress else 0
+        if line is not None and done != self._last_test_done:  # a line only when it moved
+            self._write_line(line)
+            self._last_test_line, self._last_test_done = now, done
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end_eval()
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end_eval()
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test_t0 = self._last_test_line = time.monotonic()
+        self._last_test_done = 0
+
+    def _nll_line(self, pl_module: pl.LightningModule, now: float) -> str | None:
+        """``test/nll 400/2 000 images (20%) · 4:10 elapsed · 16:40 left``: the importance-
+        sampled NLL's progress (``pl_module.nll_progress``), None when there is none to show."""
+        progress = getattr(pl_module, "nll_progress", None)
+        if not progress or not progress[0]:
+            return None
+        done, total = progress
+        sep = " | " if self._ascii else " · "
+        elapsed = now - self._test_t0
+        parts = [f"test/nll {format_count(done)}"]
+        if total:
+            parts[0] += f"/{format_count(total)} images ({100 * done / total:.0f}%)"
+            left = (total - done) * elapsed / done
+            return sep.join(
+                [*parts, f"{format_clock(elapsed)} elapsed", f"{format_clock(left)} left"]
+            )
+        return sep.join([parts[0] + " images", f"{format_clock(elapsed)} elapsed"])
 
     # --- the line ---------------------------------------------------------------------------------
     def render(self, trainer: pl.Trainer, now: float, final: bool = False) -> str:

@@ -132,6 +132,33 @@ def test_epochs_count_when_no_step_budget(compose_cfg, capfd) -> None:
     ]
 
 
+def test_the_test_nll_prints_its_progress_in_a_log(compose_cfg, capfd) -> None:
+    """Without a terminal the end-of-run test/nll (minutes to hours) prints how many images it
+    has scored, of how many, and the time left, at most every ``log_every_seconds`` and only
+    when it moved; the images beyond ``test_nll_images`` print nothing."""
+    cfg = compose_cfg(
+        *DEFAULT[:-2],
+        "test=true",
+        "trainer.max_steps=2",
+        "nll_samples=3",
+        "test_nll_images=30",
+        "dataset.eval_batch_size=8",
+        "callbacks.progress_bar.log_every_seconds=1e-9",  # a line whenever it moved
+        tiny=True,
+    )
+    train(cfg)
+    lines = [ln for ln in capfd.readouterr().out.splitlines() if ln.startswith("test/nll ")]
+    assert [ln.split(" (")[0] for ln in lines] == [
+        f"test/nll {n}/30 images" for n in (8, 16, 24, 30)
+    ], lines
+    assert re.fullmatch(
+        r"test/nll 8/30 images \(27%\) · \d+:\d\d elapsed · \d+:\d\d left", lines[0]
+    )
+    assert lines[-1].startswith("test/nll 30/30 images (100%) · ") and lines[-1].endswith(
+        "0:00 left"
+    )
+
+
 def test_parameter_summary_counts_each_part() -> None:
     class Model(torch.nn.Module):
         def __init__(self) -> None:

@@ -208,6 +208,9 @@ class VHPModule(pl.LightningModule):
         limit = self.nll_images
         world = max(1, self.trainer.world_size) if self._trainer is not None else 1
         self._nll_left = math.inf if limit is None else math.ceil(limit / world)
+        size = _test_size(self.trainer) if self._trainer is not None else None
+        share = None if size is None else math.ceil(size / world)  # this process's images
+        self._nll_progress = (0, min(self._nll_left, share) if share is not None else limit)
         self.nll_per_image, self._scored = None, []
         loaders = self.trainer.test_dataloaders if self._trainer is not None else None
         self._test_indices = loader_indices(loaders)
@@ -241,6 +244,8 @@ class VHPModule(pl.LightningModule):
                     if not len(x):
                         return
                 log_px = self._log_px(x, first=batch_idx == 0)
+                done, total = self._nll_progress
+                self._nll_progress = (done + len(x), total)
                 if index is not None:
                     self._scored.append((index, log_px.detach().to(torch.float64).cpu()))
                 self.test_nll.update(log_px)
@@ -268,6 +273,16 @@ class VHPModule(pl.LightningModule):
         if self.global_rank == 0 and self.nll_per_image_path is not None and len(index):
             write_per_image(self.nll_per_image_path, *self.nll_per_image)
             log.info("test/nll per image (index, log p(x)): %s", self.nll_per_image_path)
+
+    @property
+    def nll_progress(self) -> tuple[int, int | None] | None:
+        """``(images scored, images to score)`` of this process's ``test/nll`` so far (the total
+        None when the test split has no length); None without one (``nll_samples = 0``). What
+        the progress callback's ``test/nll`` lines show."""
+        if not self.nll_samples:
+            return None
+        done, total = getattr(self, "_nll_progress", (0, None))
+        return done, None if total is None or total == math.inf else int(total)
 
     def _gather_scored(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's scored ``(index (n_r,), log_px (n_r,))``, concatenated over all ranks
