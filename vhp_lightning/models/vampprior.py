@@ -47,8 +47,9 @@ def mixture_log_prob_expanded(
     + sum_d mu_md^2 / s_md with s = exp(logvars), i.e. two ``(N, D) x (D, M)`` products instead of
     the elementwise ``(N, M, D)`` tensor. In float64, so the cancellation between the three
     terms stays far below float32's resolution; the result is cast back to ``z``'s dtype. Same
-    shapes and value as ``mixture_log_prob`` (to ~1e-6 relative, tests/test_models.py), ~6x
-    faster on one CPU thread at (20 000, 500, 32) (bench/RESULTS.md, *VampPrior mixture*).
+    shapes and value as ``mixture_log_prob`` (to ~1e-6 relative, tests/test_models.py), and
+    an order of magnitude faster on one CPU thread at (20 000, 500, 32) (``make bench``:
+    bench/RESULTS.md, *VampPrior mixture density*).
     """
     prec = torch.exp(-logvars.double())  # (M, D)
     mu = means.double()
