@@ -134,6 +134,8 @@ SAMPLER = (*LOADER, "_sampler_iter_state", "sampler_iter_state")
         (("global_step",), 5, "loops: 6 optimiser steps completed, but global_step is 5"),
         ((*LOOP, "epoch_progress", "total", "ready"), "1", "must be an integer >= 0, got '1'"),
         (("vhp_beta", "beta"), float("nan"), "vhp_beta['beta'] must be a finite number"),
+        (("vhp_wall_s",), -1.0, "vhp_wall_s must be a number of seconds in [0, 3.2e8], got -1.0"),
+        (("vhp_wall_s",), "1 h", "vhp_wall_s must be a number of seconds in [0, 3.2e8], got '1 h'"),
         (("callbacks", "REWO", "beta"), 5e13, "the REWO state['beta'] must lie in (0, 1e12]"),
         (("callbacks", "REWO", "step"), 2.5, "the REWO state['step'] must be an integer >= 0"),
         (("callbacks", "REWO", "c_hat"), "low", "the REWO state['c_hat'] must be empty or >= 0"),

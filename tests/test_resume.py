@@ -225,6 +225,26 @@ def test_resume_may_change_run_length_and_outputs(compose_cfg, tmp_path) -> None
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
+def test_a_resumed_run_counts_its_earlier_sessions_in_run_wall_s(compose_cfg, tmp_path) -> None:
+    """Each checkpoint stores the run's wall time so far (``vhp_wall_s``); a resumed run adds
+    this session's to it, and the end-of-run test logs the sum as ``run/wall_s`` (what
+    ``report table2`` takes as a row's wall time)."""
+    run = tmp_path / "run"
+    train(compose_cfg(*RUN, "trainer.max_steps=2", run_dir=run))
+    path = run / "checkpoints" / "last.ckpt"
+    stored = load_checkpoint(path)
+    assert 0 < stored["vhp_wall_s"] < 600
+    stored["vhp_wall_s"] = 3600.0  # as if the first session had trained for an hour
+    torch.save(stored, path)
+    with_test = [o for o in RUN if o != "test=false"]
+    metrics = train(
+        compose_cfg(*with_test, "trainer.max_steps=4", "resume=true", "nll_samples=2", run_dir=run)
+    )
+    assert 3600 < metrics["run/wall_s"] < 3600 + 600
+    assert 3600 < float(_column(_rows(run), "run/wall_s")[-1][1]) < 3600 + 600
+    assert 3600 < load_checkpoint(path)["vhp_wall_s"] <= metrics["run/wall_s"]
+
+
 # --- one process per run dir ----------------------------------------------------------------------
 HOLD = """
 import sys, time

@@ -182,10 +182,12 @@ def _fake_run(
     log_px: np.ndarray,
     nll: float | None = None,
     val_loss: float = 95.5,
+    wall_s: float | None = None,
 ) -> None:
     """A finished ``experiment=table2 +table2=<row>`` run dir on dynamic MNIST with its
     per-image file; ``nll`` (default: -mean(log_px)) is what its CSV log says, ``val_loss`` its
-    one validation point (step 7)."""
+    one validation point (step 7), ``wall_s`` its ``run/wall_s`` (None: not logged, as before
+    2026-12-07)."""
     model, scheme = MODELS[row]
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(
@@ -198,10 +200,11 @@ def _fake_run(
     nll = -float(np.mean(log_px)) if nll is None else nll
     se = float(np.std(log_px, ddof=1)) / math.sqrt(len(log_px))
     (job / "csv").mkdir()
+    wall = ("", "") if wall_s is None else (",run/wall_s", f",{wall_s!r}")
     (job / "csv" / "metrics.csv").write_text(
-        "epoch,step,val/loss,test/nll,test/nll_se,test/nll_images\n"
-        f"0,3,,,,\n1,7,{val_loss},,,\n"
-        f"1,8,,{nll!r},{se!r},{float(len(log_px))}\n"
+        f"epoch,step,val/loss,test/nll,test/nll_se,test/nll_images{wall[0]}\n"
+        f"0,3,,,,{',' * bool(wall[0])}\n1,7,{val_loss},,,{',' * bool(wall[0])}\n"
+        f"1,8,,{nll!r},{se!r},{float(len(log_px))}{wall[1]}\n"
     )
     write_per_image(job / PER_IMAGE_FILE, np.arange(len(log_px)), log_px)
 
@@ -350,6 +353,19 @@ def test_an_invalid_row_is_kept_shown_with_its_reason_and_never_counted(
     key = [tuple(r[k] for k in KEY) for r in rows]
     assert current_rows(rows, set(key)) == ([rows[0], rows[2]], {})
     assert current_rows([rows[1]], {key[1]}) == ([], {})  # an invalid row alone: nothing counted
+
+
+def test_a_rows_wall_time_is_the_runs_run_wall_s_when_it_logged_one(tmp_path: Path) -> None:
+    """``run/wall_s`` (summed over a resumed run's sessions) is the row's wall time; a run from
+    before it existed falls back to its files' times (seconds, not an hour here)."""
+    log_px = -(90.0 + np.random.default_rng(5).normal(0.0, 5.0, 20))
+    _fake_run(tmp_path / "runs" / "resumed", "vhp_rewo", 0, log_px, wall_s=4321.6)
+    _fake_run(tmp_path / "runs" / "older", "vhp_rewo", 1, log_px)
+    csv_path = tmp_path / "t2.csv"
+    report_main(["table2", str(tmp_path / "runs"), "--out", str(tmp_path / "t2.md"), "--csv",
+                 str(csv_path)])  # fmt: skip
+    wall = {r["run"]: r["wall_s"] for r in read_csv(csv_path)}
+    assert wall["runs/resumed"] == "4322" and 0 <= int(wall["runs/older"]) < 60
 
 
 def test_the_table_says_on_which_seeds_a_difference_is_resolved_and_which_way() -> None:

@@ -113,6 +113,10 @@ class VHPModule(pl.LightningModule):
         self.nll_per_image_path: Path | None = _run_dir_file(PER_IMAGE_FILE)
         self._test_indices: list[torch.Tensor] | None = None  # per test batch (loader_indices)
         self._scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # this rank's (index, log_px)
+        # The run's wall time over its sessions: the earlier ones up to their last checkpoint
+        # (what a resume keeps; the steps after it are redone), and this one since fit began.
+        self._wall_before = 0.0
+        self._session_start: float | None = None
 
     @classmethod
     def load_from_checkpoint(
@@ -264,7 +268,10 @@ class VHPModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Gather every rank's per-image ``test/nll`` values into ``nll_per_image`` (split
         index ``(N,)``, log p(x) ``(N,)`` float64, sorted by index; N = ``test/nll_images``,
-        ``test/nll = -mean(log p(x))``); rank 0 writes them to ``nll_per_image_path``."""
+        ``test/nll = -mean(log p(x))``); rank 0 writes them to ``nll_per_image_path``. After a
+        ``fit`` also logs ``run/wall_s`` (``wall_seconds``: training and test, over resumes)."""
+        if (wall := self.wall_seconds) is not None:
+            self.log("run/wall_s", wall, on_epoch=True, rank_zero_only=True)
         if not self.nll_samples or self._test_indices is None:
             return
         index, log_px = self._gather_scored()
@@ -361,11 +368,28 @@ class VHPModule(pl.LightningModule):
         checkpoint["vhp_format"] = CHECKPOINT_FORMAT
         checkpoint["vhp_config"] = self.config
         checkpoint["vhp_beta"] = {"beta": self.beta, "train_prior": self.train_prior}
+        if (wall := self.wall_seconds) is not None:
+            checkpoint["vhp_wall_s"] = wall
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("vhp_beta")
         if state:
             self.beta, self.train_prior = float(state["beta"]), bool(state["train_prior"])
+        self._wall_before = float(checkpoint.get("vhp_wall_s", 0.0))
+
+    # --- the run's wall time ------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._session_start = time.monotonic()
+
+    @property
+    def wall_seconds(self) -> float | None:
+        """Seconds this run has trained (and tested) so far, summed over its sessions: a resumed
+        run counts its earlier sessions up to the checkpoint it resumed from (``vhp_wall_s``),
+        then this session since ``fit`` began. None outside ``fit`` (``evaluate``, a module
+        built for analysis). Logged as ``run/wall_s`` after the end-of-run test."""
+        if self._session_start is None:
+            return None
+        return self._wall_before + time.monotonic() - self._session_start
 
 
 def _parts(stage: str, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

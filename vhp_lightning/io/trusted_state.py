@@ -43,7 +43,7 @@ LIGHTNING_KEYS = frozenset(
         "lr_schedulers",
     }
 )
-PROJECT_KEYS = frozenset({"vhp_config", "vhp_beta", "vhp_format"})
+PROJECT_KEYS = frozenset({"vhp_config", "vhp_beta", "vhp_format", "vhp_wall_s"})
 FIX = "Use a checkpoint written by this run (or one you trust), or start fresh with ckpt_path=null."
 
 
@@ -79,6 +79,8 @@ def trusted_resume_state(ckpt: dict[str, Any], path: str = "checkpoint") -> dict
         beta = ckpt.get("vhp_beta")
         if beta is not None:
             check_beta_state(beta, "vhp_beta")
+        if "vhp_wall_s" in ckpt:
+            check_seconds(ckpt["vhp_wall_s"], "vhp_wall_s")
     except UntrustedStateError as err:
         raise CheckpointError(f"{path}: {err}. {FIX}") from None
     return ckpt
@@ -94,6 +96,19 @@ def check_count(value: Any, name: str, upper: int | None = None) -> int:
     if upper is not None and value > upper:
         raise UntrustedStateError(f"{name} must be <= {upper}, got {value}")
     return value
+
+
+def check_seconds(value: Any, name: str) -> float:
+    """A stored duration: a finite number of seconds in [0, 10 years], else
+    ``UntrustedStateError``."""
+    finite = (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    )
+    if not finite or not 0 <= value <= 3.2e8:
+        raise UntrustedStateError(
+            f"{name} must be a number of seconds in [0, 3.2e8], got {value!r}"
+        )
+    return float(value)
 
 
 def check_beta_state(state: Any, name: str) -> None:

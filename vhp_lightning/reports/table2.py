@@ -146,7 +146,7 @@ def _run_facts(job: Path) -> dict[str, Any]:
     for metrics_csv in sorted(job.glob("csv/**/metrics.csv")):
         for row in read_csv(metrics_csv):
             for key, value in row.items():
-                if key.startswith("test/") and value:
+                if (key.startswith("test/") or key == "run/wall_s") and value:
                     test[key] = float(value)
             if (
                 row.get("step")
@@ -227,7 +227,11 @@ def train_row(job: Path) -> dict[str, Any] | None:
         **{k: facts[k] for k in ("final_beta", "switch_step")},
         "row": row,
         "dataset": DATASETS[facts["dataset"]],
-        "wall_s": round(metrics_csv.stat().st_mtime - record_path(job).stat().st_mtime),
+        "wall_s": round(
+            test["run/wall_s"]
+            if "run/wall_s" in test
+            else metrics_csv.stat().st_mtime - record_path(job).stat().st_mtime
+        ),
         "nll": test["test/nll"],
         "nll_se": test.get("test/nll_se", ""),
         "images": int(test["test/nll_images"]) if "test/nll_images" in test else "",
@@ -787,8 +791,10 @@ def table(
             every_run,
         ),
         "",
-        "Wall time: a training row from its start to its last log line (training, validation "
-        "and the end-of-run test NLL, one CPU thread); an evaluate row: the evaluation alone.",
+        "Wall time: a training row's `run/wall_s` (training, validation and the end-of-run test "
+        "NLL, one CPU thread, summed over the sessions of a resumed run, each up to its last "
+        "checkpoint); runs from before 2026-12-07 lack it and count from their last start to "
+        "their last log line; an evaluate row: the evaluation alone.",
     ]
     return "\n".join(lines) + "\n"
 
