@@ -260,11 +260,9 @@ class StepProgress(ProgressBar):
         if self._tty or not self._enabled or now - self._last_test_line < self.log_every_seconds:
             return
         progress = getattr(pl_module, "nll_progress", None)
-        line = self._nll_line(pl_module, now)
-        done = progress[0] if progress else 0
-        if line is not None and done != self._last_test_done:  # a line only when it moved
-            self._write_line(line)
-            self._last_test_line, self._last_test_done = now, done
+        if progress and progress[0] and progress[0] != self._last_test_done:  # it moved
+            self._write_line(self._nll_line(progress, now))
+            self._last_test_line, self._last_test_done = now, progress[0]
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end_eval()
@@ -276,12 +274,9 @@ class StepProgress(ProgressBar):
         self._test_t0 = self._last_test_line = time.monotonic()
         self._last_test_done = 0
 
-    def _nll_line(self, pl_module: pl.LightningModule, now: float) -> str | None:
+    def _nll_line(self, progress: tuple[int, int | None], now: float) -> str:
         """``test/nll 400/2 000 images (20%) · 4:10 elapsed · 16:40 left``: the importance-
-        sampled NLL's progress (``pl_module.nll_progress``), None when there is none to show."""
-        progress = getattr(pl_module, "nll_progress", None)
-        if not progress or not progress[0]:
-            return None
+        sampled NLL's progress, ``(done > 0, total or None)`` (``pl_module.nll_progress``)."""
         done, total = progress
         sep = " | " if self._ascii else " · "
         elapsed = now - self._test_t0

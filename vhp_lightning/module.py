@@ -95,6 +95,7 @@ class VHPModule(pl.LightningModule):
         self.nll_chunk_size = int(nll_chunk_size)
         self.nll_images = positive_int_or_none("test_nll_images", nll_images, "all")
         self._nll_left: float = math.inf  # images of this process still to score in test/nll
+        self._nll_progress: tuple[int, float | None] = (0, None)  # (scored, to score) here
         self.log_parts_every_n_steps = positive_int(
             "log_parts_every_n_steps", log_parts_every_n_steps
         )
@@ -288,7 +289,7 @@ class VHPModule(pl.LightningModule):
         the progress callback's ``test/nll`` lines show."""
         if not self.nll_samples:
             return None
-        done, total = getattr(self, "_nll_progress", (0, None))
+        done, total = self._nll_progress
         return done, None if total is None or total == math.inf else int(total)
 
     def _gather_scored(self) -> tuple[torch.Tensor, torch.Tensor]:
