@@ -112,6 +112,21 @@ def test_unknown_entries_and_model_checkpoint_state_are_dropped(trained, tmp_pat
     )
 
 
+def test_a_resume_logs_what_it_dropped_once(compose_cfg, trained, tmp_path, caplog) -> None:
+    """``train`` checks the file before fitting and Lightning then loads it: the dropped entries
+    are named in one log line, not one per read."""
+
+    def edit(ckpt: dict[str, Any]) -> None:
+        ckpt["hyper_parameters"] = {"lr": 10.0}
+
+    ckpt = _tampered(trained, tmp_path, edit)
+    with caplog.at_level(logging.INFO, logger="vhp_lightning.io.trusted_state"):
+        _resume(compose_cfg, ckpt, steps=8)
+    lines = [r.getMessage() for r in caplog.records if "Not restored from" in r.getMessage()]
+    assert len(lines) == 1
+    assert 'hyper_parameters, callbacks["ModelCheckpoint{' in lines[0]
+
+
 def _set(path: tuple[Any, ...], value: Any) -> Any:
     def edit(ckpt: dict[str, Any]) -> None:
         node = ckpt

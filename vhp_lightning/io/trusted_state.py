@@ -51,12 +51,15 @@ class UntrustedStateError(ValueError):
     """A stored state entry has the wrong structure, type or range (the message names it)."""
 
 
-def trusted_resume_state(ckpt: dict[str, Any], path: str = "checkpoint") -> dict[str, Any]:
+def trusted_resume_state(
+    ckpt: dict[str, Any], path: str = "checkpoint", log_dropped: bool = True
+) -> dict[str, Any]:
     """The entries of a loaded checkpoint that a resume may use, checked; changes ``ckpt`` in place.
 
-    Unknown top-level entries and every ``ModelCheckpoint`` state are dropped (logged); the step
-    counters, the loop progress and the stored beta-scheme phase must be plain non-negative
-    numbers, else ``CheckpointError``.
+    Unknown top-level entries and every ``ModelCheckpoint`` state are dropped (logged unless
+    ``log_dropped`` is false: ``train``'s check before fitting reads the same file that
+    Lightning then loads and logs); the step counters, the loop progress and the stored
+    beta-scheme phase must be plain non-negative numbers, else ``CheckpointError``.
     """
     from vhp_lightning.io.checkpoint import CheckpointError, check_format
 
@@ -70,7 +73,7 @@ def trusted_resume_state(ckpt: dict[str, Any], path: str = "checkpoint") -> dict
     for key in [k for k in callbacks or {} if str(k).startswith("ModelCheckpoint")]:
         del callbacks[key]  # type: ignore[union-attr]  # its paths: deleted or overwritten
         dropped.append(f"callbacks[{key!r}]")
-    if dropped:
+    if dropped and log_dropped:
         log.info("Not restored from %s (not state this run needs): %s", path, ", ".join(dropped))
     try:
         steps = check_count(ckpt.get("global_step", 0), "global_step")

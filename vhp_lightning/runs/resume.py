@@ -94,7 +94,7 @@ def check_resume(ckpt: dict[str, Any], config: dict[str, Any], module: Any, path
     from vhp_lightning.io.trusted_state import check_optimizer_state, trusted_resume_state
 
     check_compatible(ckpt, config, module.state_dict(), path=path)
-    trusted_resume_state(ckpt, path=path)
+    trusted_resume_state(ckpt, path=path, log_dropped=False)  # Lightning's load logs them
     check_optimizer_state(ckpt, module.configure_optimizers(), path=path)
     changed = numeric_changes(ckpt.get("vhp_config") or {}, config)
     if changed:
