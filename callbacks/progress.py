@@ -78,12 +78,14 @@ def format_clock(seconds: float) -> str:
 
 def format_number(x: float) -> str:
     """Three significant digits in [0.1, 1000) (``"0.83"``), else short scientific
-    (``0.031`` -> ``"3.1e-2"``)."""
+    (``0.031`` -> ``"3.1e-2"``). The range is decided on the rounded value, so a number just
+    below 0.1 that rounds to it prints ``"0.0999"``, never ``"1.0e-1"``, and 999.7 ``"1.0e3"``."""
     if x != x:  # NaN
         return "nan"
-    if x == 0 or 0.1 <= abs(x) < 1e3:
+    sci = f"{x:.1e}"
+    if x == 0 or (abs(float(sci)) >= 0.1 and abs(float(f"{x:.3g}")) < 1e3):
         return f"{x:.3g}"
-    mantissa, exponent = f"{x:.1e}".split("e")
+    mantissa, exponent = sci.split("e")
     return f"{mantissa}e{int(exponent)}"
 
 

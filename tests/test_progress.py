@@ -34,6 +34,10 @@ def test_numbers_and_times_are_formatted_for_reading() -> None:
     assert format_clock(252) == "4:12" and format_clock(3852) == "1:04:12"
     assert format_number(0.031) == "3.1e-2" and format_number(1e-4) == "1.0e-4"
     assert format_number(0.8312) == "0.831" and format_number(12345.0) == "1.2e4"
+    # the boundaries, decided on the printed value: never "1.0e-1" or "1e+03"
+    assert format_number(0.09996) == "0.1" and format_number(0.0996) == "0.0996"
+    assert format_number(0.0949) == "9.5e-2" and format_number(999.7) == "1.0e3"
+    assert format_number(-0.09996) == "-0.1" and format_number(999.4) == "999"
 
 
 def test_scheme_text_shows_what_each_scheme_has() -> None:
