@@ -250,7 +250,7 @@ def test_report_pairs_each_row_with_vhp_rewo_and_keeps_the_files(tmp_path: Path)
     cell = f"{np.mean(iwae_nll):.2f} ± {np.std(iwae_nll, ddof=1):.2f} (2 seeds)"
     assert f"| IWAE (L=1) | β = 1 | 81.36 | {cell} |" in text  # mean ± std over seeds, said
     deltas = [expected[s]["mean"] for s in (0, 1)]
-    over_seeds = f"{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f} | 2 |"
+    over_seeds = f"| {np.mean(deltas):+.2f} ± {np.std(deltas, ddof=1):.2f} | 2 |"  # signed, as Δ
     assert "### dynamic MNIST (train): over seeds" in text and over_seeds in text
     over = seed_interval(deltas)
     assert over is not None and over["resolved"]

@@ -199,15 +199,17 @@ def append_rows(
     return len(new), len(rows) - len(new)
 
 
-def mean_std(values: list[float], digits: int = 3) -> str:
-    """``"m"`` for one value, ``"m ± s"`` (sample std) for several, ``"—"`` for none."""
+def mean_std(values: list[float], digits: int = 3, signed: bool = False) -> str:
+    """``"m"`` for one value, ``"m ± s"`` (sample std) for several, ``"—"`` for none; ``signed``
+    writes the mean's sign (``"+0.57 ± 0.07"``), as for a difference."""
     values = [v for v in values if math.isfinite(v)]
     if not values:
         return "—"
     mean = float(np.mean(values))
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
+        return text
+    return f"{text} ± {float(np.std(values, ddof=1)):.{digits}f}"
 
 
 def floats(rows: list[dict[str, str]], key: str) -> list[float]:

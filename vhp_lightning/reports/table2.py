@@ -577,7 +577,7 @@ def _over_seeds_columns(
     def delta(key: str) -> str:
         if key == REFERENCE:
             return "reference"
-        return mean_std(found, 2) if (found := deltas(key)) else "unpaired"
+        return mean_std(found, 2, signed=True) if (found := deltas(key)) else "unpaired"
 
     def interval(text: Callable[[dict[str, Any]], str]) -> Callable[[str], str]:
         def cell(key: str) -> str:
